@@ -1,0 +1,236 @@
+"""AsyncResilientClient: the async twin of ResilientClient, on anyio (asyncio and trio)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
+
+import anyio
+import tenacity
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
+
+from ._facade import UNSET, FacadeBase, log_hook_failure
+from ._http import build_async_http_client, current_deadline
+from ._lifecycle import LoopClients
+from ._operations import (
+    EmbeddingRequest,
+    check_messages,
+    completion_text,
+    decode_embeddings,
+    prompt_messages,
+    summary_messages,
+)
+from ._policy import AttemptDeadline, CallState, retrying_kwargs
+
+__all__ = ["AsyncResilientClient"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+async def _call_hook(hook: Callable[[Any], Any], details: object) -> None:
+    try:
+        outcome = hook(details)
+        if inspect.isawaitable(outcome):
+            await outcome
+    except Exception:
+        log_hook_failure(hook)
+
+
+class AsyncResilientClient(FacadeBase):
+    """The async twin of :class:`ResilientClient`: same arguments, same methods, as coroutines.
+
+    Each running event loop (asyncio or trio) gets its own official ``AsyncOpenAI``, which
+    is only ever closed on that loop, so one module-level client can serve ``asyncio.run()``
+    called many times, or many threads each running a loop. The deadline of a call is an anyio
+    cancel scope: it holds even against a server that trickles bytes. Hooks may be sync or async.
+
+    Example:
+        >>> async with AsyncResilientClient(deadline=30) as client:  # doctest: +SKIP
+        ...     vector = await client.embed("hello")
+    """
+
+    _clients: LoopClients[AsyncOpenAI]
+
+    def _setup(self) -> None:
+        self._clients = LoopClients(self._make_openai)
+
+    def _make_openai(self) -> AsyncOpenAI:
+        http_client = build_async_http_client(self.timeouts)
+        if self._openai_factory is not None:
+            made: AsyncOpenAI = self._adopt(self._openai_factory(http_client))
+            return made
+        return AsyncOpenAI(http_client=http_client, **self._openai_kwargs())
+
+    @property
+    def openai(self) -> AsyncOpenAI:
+        """The official client of the running event loop (no retries of its own)."""
+        return self._clients.get()
+
+    # -- the retry loop ------------------------------------------------------------------
+
+    async def _run(
+        self,
+        operation: str,
+        fn: Callable[Concatenate[AsyncOpenAI, P], Awaitable[T]],
+        deadline: float | None,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        state = self._call_state(operation, deadline)
+        client = self._clients.get()
+
+        async def attempt() -> T:
+            state.attempts += 1
+            remaining = state.remaining()
+            token = current_deadline.set(state.deadline_at)
+            try:
+                if remaining is None:
+                    return await fn(client, *args, **kwargs)
+                with anyio.CancelScope(deadline=anyio.current_time() + remaining):
+                    return await fn(client, *args, **kwargs)
+                raise AttemptDeadline(f"{operation}: cut off at the deadline")
+            finally:
+                current_deadline.reset(token)
+
+        retrying = tenacity.AsyncRetrying(
+            sleep=anyio.sleep,
+            before_sleep=functools.partial(self._before_sleep, state),
+            **retrying_kwargs(state),
+        )
+        try:
+            result: T = await retrying(attempt)
+        except BaseException as error:
+            await self._after_call(state, error)
+            raise
+        await self._after_call(state, None)
+        return result
+
+    async def _before_sleep(self, state: CallState, retry_state: tenacity.RetryCallState) -> None:
+        details = self._retry_details(state, retry_state)
+        if details is not None and self._on_retry is not None:
+            await _call_hook(self._on_retry, details)
+
+    async def _after_call(self, state: CallState, error: BaseException | None) -> None:
+        details = self._finished(state, error)
+        if details is not None and self._on_call is not None:
+            with anyio.CancelScope(shield=True):
+                await _call_hook(self._on_call, details)
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    async def chat(
+        self,
+        messages: Sequence[Any],
+        *,
+        model: str | None = None,
+        deadline: float | None = None,
+        **params: Any,
+    ) -> ChatCompletion:
+        """One chat completion, with retries and the deadline; returns the official type."""
+        checked = check_messages(messages)
+        chosen = model or self.chat_model
+
+        async def create(client: AsyncOpenAI) -> ChatCompletion:
+            completion: ChatCompletion = await client.chat.completions.create(
+                model=chosen, messages=cast(Any, checked), **params
+            )
+            return completion
+
+        return await self._run("chat.completions", create, deadline)
+
+    async def complete(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        model: str | None = None,
+        deadline: float | None = None,
+        **params: Any,
+    ) -> str:
+        """Send ``prompt`` (and an optional ``system`` message); return the reply's text."""
+        messages = prompt_messages(prompt, system)
+        completion = await self.chat(messages, model=model, deadline=deadline, **params)
+        return completion_text(completion)
+
+    async def summarize(
+        self,
+        text: str,
+        *,
+        instructions: str | None = None,
+        max_words: int | None = None,
+        model: str | None = None,
+        deadline: float | None = None,
+    ) -> str:
+        """Summarise ``text``; ``instructions`` replace the default summary instructions."""
+        messages = summary_messages(text, instructions, max_words)
+        return completion_text(await self.chat(messages, model=model, deadline=deadline))
+
+    @overload
+    async def embed(
+        self, texts: str, *, model: str | None = ..., deadline: float | None = ..., **params: Any
+    ) -> list[float]: ...
+
+    @overload
+    async def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str | None = ...,
+        deadline: float | None = ...,
+        **params: Any,
+    ) -> list[list[float]]: ...
+
+    async def embed(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str | None = None,
+        deadline: float | None = None,
+        **params: Any,
+    ) -> list[float] | list[list[float]]:
+        """Embed one text (returns one vector) or a sequence of texts in one request (in order)."""
+        request = EmbeddingRequest.build(texts, model=model or self.embedding_model, params=params)
+
+        async def create(client: AsyncOpenAI) -> bytes:
+            raw = await client.embeddings.with_raw_response.create(**request.kwargs)
+            return raw.content
+
+        body = await self._run("embeddings", create, deadline)
+        vectors = decode_embeddings(body, len(request.inputs)).vectors
+        return vectors[0] if request.single else vectors
+
+    async def call(
+        self,
+        fn: Callable[Concatenate[AsyncOpenAI, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Await ``fn(openai_client, *args, **kwargs)`` with the client's retries and deadline.
+
+        The escape hatch for any endpoint. A ``deadline=`` keyword is taken by this method.
+        """
+        deadline = cast("float | None", kwargs.pop("deadline", UNSET))
+        operation = getattr(fn, "__qualname__", "call")
+        return await self._run(operation, fn, deadline, *args, **kwargs)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close every loop's official client, each on its own loop."""
+        await self._clients.aclose()
+
+    async def __aenter__(self) -> AsyncResilientClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()

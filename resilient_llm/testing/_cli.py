@@ -1,0 +1,162 @@
+"""``resilient-llm mock-server``: run the loopback OpenAI server in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import sys
+import threading
+import types
+from typing import Any
+
+__all__ = ["parse_duration", "parse_latency", "run_mock_server_cli"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """Parse ``50ms``, ``0.05s`` or ``0.05`` (seconds) into seconds.
+
+    Args:
+        text: The duration.
+
+    Returns:
+        Seconds.
+
+    Raises:
+        ValueError: If `text` is not a duration.
+    """
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (try 50ms, 0.05s or 0.05)")
+    value = float(match.group(1))
+    return value / 1000 if match.group(2) == "ms" else value
+
+
+def parse_latency(text: str) -> float | tuple[float, float]:
+    """Parse a latency: a duration, or a range ``20ms-80ms`` for uniform random latency.
+
+    Args:
+        text: The latency.
+
+    Returns:
+        Seconds, or a ``(lo, hi)`` tuple of seconds.
+
+    Raises:
+        ValueError: If `text` is neither.
+    """
+    if "-" in text:
+        lo_text, _, hi_text = text.partition("-")
+        lo, hi = parse_duration(lo_text), parse_duration(hi_text)
+        if lo > hi:
+            raise ValueError(f"latency range {text!r} has lo > hi")
+        return (lo, hi)
+    return parse_duration(text)
+
+
+def _latency_argument(text: str) -> float | tuple[float, float]:
+    try:
+        return parse_latency(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resilient-llm mock-server",
+        description=(
+            "Run an OpenAI-compatible server on loopback that injects faults, until Ctrl-C. "
+            "Point a client at the printed base URL (any API key works unless --api-key is set)."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=4010, help="port, 0 for any (default: 4010)")
+    parser.add_argument(
+        "--latency",
+        type=_latency_argument,
+        default=0.0,
+        help="added to every request: 50ms, 0.05s, 0.05, or a range 20ms-80ms",
+    )
+    parser.add_argument(
+        "--fail-rate", type=float, default=0.0, help="probability of a random fault (0-1)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed for latency and faults")
+    parser.add_argument("--rpm", type=int, default=None, help="requests per minute budget")
+    parser.add_argument("--tpm", type=int, default=None, help="tokens per minute budget")
+    parser.add_argument(
+        "--poison-marker",
+        default="POISON",
+        help="inputs containing this text get 400 (default: POISON; '' disables)",
+    )
+    parser.add_argument("--api-key", default=None, help="require this bearer token")
+    return parser
+
+
+def run_mock_server_cli(argv: list[str] | None = None) -> int:
+    """Run the mock server in the foreground until Ctrl-C (SIGINT) or SIGTERM.
+
+    Prints the base URL on the first line of stdout, and a summary of what was served on exit.
+
+    Args:
+        argv: Arguments after ``mock-server``; None reads ``sys.argv[1:]``.
+
+    Returns:
+        The exit status: 0 after a clean stop, 2 for bad arguments (argparse exits itself).
+    """
+    args = _build_parser().parse_args(argv)
+    from ._server import MockOpenAIServer
+
+    try:
+        server = MockOpenAIServer(
+            args.host,
+            args.port,
+            latency=args.latency,
+            fail_rate=args.fail_rate,
+            seed=args.seed,
+            rpm=args.rpm,
+            tpm=args.tpm,
+            poison_marker=args.poison_marker or None,
+            api_key=args.api_key,
+        )
+        server.start()
+    except (ValueError, OSError) as exc:
+        print(f"resilient-llm mock-server: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: types.FrameType | None) -> None:
+        stop.set()
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous: dict[signal.Signals, Any] = {}
+    if in_main_thread:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, on_signal)
+    try:
+        print(server.base_url, flush=True)  # noqa: T201
+        print(  # noqa: T201
+            f"mock OpenAI server listening; try OPENAI_BASE_URL={server.base_url} "
+            "OPENAI_API_KEY=sk-test. Ctrl-C stops it.",
+            file=sys.stderr,
+            flush=True,
+        )
+        # A timed wait keeps the main thread responsive to signals on every platform.
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    stats = server.stats
+    by_status = ", ".join(f"{k}: {v}" for k, v in sorted(stats.responses_by_status.items()))
+    print(  # noqa: T201
+        f"served {stats.total_requests} requests ({by_status or 'none'}) on "
+        f"{stats.connections_opened} connections; faults: {stats.faults_injected or 'none'}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 0

@@ -1,0 +1,116 @@
+"""The wall-clock deadline holds against hangs, trickling servers and long Retry-After (SPEC §3)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import openai
+import pytest
+
+from resilient_llm import DeadlineExceeded, RetryPolicy
+from resilient_llm.testing import Fault, MockOpenAIServer
+
+from .test_retries import make_async, make_sync
+
+SLACK = 0.5  # the deadline must be honoured within half a second
+
+
+def test_sync_hang_is_cut_at_the_deadline(server: MockOpenAIServer) -> None:
+    server.script(*[Fault.hang()] * 5)
+    with make_sync(server, deadline=2) as client:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded) as caught:
+            client.embed("hello")
+        elapsed = time.monotonic() - started
+    assert 1.9 <= elapsed < 2 + SLACK
+    assert isinstance(caught.value, TimeoutError)
+    assert isinstance(caught.value.__cause__, openai.APITimeoutError)
+    assert "embeddings" in str(caught.value)
+
+
+def test_sync_drip_is_cut_at_the_deadline_without_extra_threads(server: MockOpenAIServer) -> None:
+    # One byte a second: every byte resets the read timeout, so only the deadline can stop it.
+    server.script(*[Fault.drip(interval=1.0)] * 5)
+    threads_before = threading.active_count()
+    peak_threads = threads_before
+    with make_sync(server, deadline=3) as client:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            client.complete("hello")
+        elapsed = time.monotonic() - started
+        peak_threads = max(peak_threads, threading.active_count())
+    assert 2.9 <= elapsed < 3.6
+    assert peak_threads == threads_before
+
+
+@pytest.mark.anyio
+async def test_async_hang_is_cut_at_the_deadline(server: MockOpenAIServer) -> None:
+    server.script(*[Fault.hang()] * 5)
+    async with make_async(server, deadline=2) as client:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            await client.embed("hello")
+        elapsed = time.monotonic() - started
+    assert 1.9 <= elapsed < 2 + SLACK
+
+
+@pytest.mark.anyio
+async def test_async_drip_is_cut_at_the_deadline(server: MockOpenAIServer) -> None:
+    server.script(*[Fault.drip(interval=1.0)] * 5)
+    async with make_async(server, deadline=3) as client:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            await client.complete("hello")
+        elapsed = time.monotonic() - started
+    assert 2.9 <= elapsed < 3.6
+
+
+def test_retry_after_longer_than_the_budget_left_fails_at_once(server: MockOpenAIServer) -> None:
+    server.script(Fault.status(429, retry_after=10))
+    policy = RetryPolicy(max_attempts=5, base_delay=0.01, max_retry_after=60)
+    with make_sync(server, deadline=5, retry=policy) as client:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded) as caught:
+            client.embed("hello")
+        assert time.monotonic() - started < 0.5
+    assert isinstance(caught.value.__cause__, openai.RateLimitError)
+    assert "cross the deadline" in caught.value.__notes__[0]
+    assert server.stats.total_requests == 1
+
+
+@pytest.mark.anyio
+async def test_async_retry_after_longer_than_the_budget_left_fails_at_once(
+    server: MockOpenAIServer,
+) -> None:
+    server.script(Fault.status(503, retry_after=10))
+    async with make_async(server, deadline=3) as client:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            await client.embed("hello")
+        assert time.monotonic() - started < 0.5
+
+
+def test_per_call_deadline_overrides_the_client_default(server: MockOpenAIServer) -> None:
+    server.script(Fault.hang())
+    with make_sync(server, deadline=60) as client:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            client.embed("hello", deadline=1)
+        assert time.monotonic() - started < 1 + SLACK
+
+
+def test_backoff_sleep_that_would_cross_the_deadline_is_not_slept(
+    server: MockOpenAIServer,
+) -> None:
+    server.script(*[Fault.status(500)] * 5)
+    policy = RetryPolicy(max_attempts=5, base_delay=10, max_delay=10)
+    with make_sync(server, deadline=1, retry=policy) as client:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded) as caught:
+            client.embed("hello")
+        elapsed = time.monotonic() - started
+    # Full jitter may pick a short sleep that fits; then the next attempt happens. Either way the
+    # call gives up within the budget, never after sleeping past it.
+    assert elapsed < 1 + SLACK
+    assert isinstance(caught.value.__cause__, openai.InternalServerError)
