@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
 
@@ -13,8 +13,11 @@ import tenacity
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 
+from ._batch import BatchResult, PlannedRequest
+from ._batch_async import AsyncBatchStream, drain, embed_unit, map_unit, summarize_unit
 from ._facade import UNSET, FacadeBase, log_hook_failure
-from ._http import build_async_http_client, current_deadline
+from ._http import build_async_http_client
+from ._jobs import Outcome, Single
 from ._lifecycle import LoopClients
 from ._operations import (
     EmbeddingRequest,
@@ -24,7 +27,8 @@ from ._operations import (
     prompt_messages,
     summary_messages,
 )
-from ._policy import AttemptDeadline, CallState, retrying_kwargs
+from ._policy import AttemptDeadline, CallState, current_deadline, retrying_kwargs
+from ._progress import ProgressCallback
 
 __all__ = ["AsyncResilientClient"]
 
@@ -82,6 +86,15 @@ class AsyncResilientClient(FacadeBase):
         **kwargs: P.kwargs,
     ) -> T:
         state = self._call_state(operation, deadline)
+        return await self._execute(state, fn, *args, **kwargs)
+
+    async def _execute(
+        self,
+        state: CallState,
+        fn: Callable[Concatenate[AsyncOpenAI, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
         client = self._clients.get()
 
         async def attempt() -> T:
@@ -93,7 +106,7 @@ class AsyncResilientClient(FacadeBase):
                     return await fn(client, *args, **kwargs)
                 with anyio.CancelScope(deadline=anyio.current_time() + remaining):
                     return await fn(client, *args, **kwargs)
-                raise AttemptDeadline(f"{operation}: cut off at the deadline")
+                raise AttemptDeadline(f"{state.operation}: cut off at the deadline")
             finally:
                 current_deadline.reset(token)
 
@@ -217,6 +230,209 @@ class AsyncResilientClient(FacadeBase):
         deadline = cast("float | None", kwargs.pop("deadline", UNSET))
         operation = getattr(fn, "__qualname__", "call")
         return await self._run(operation, fn, deadline, *args, **kwargs)
+
+    # -- batches -------------------------------------------------------------------------
+
+    def iter_embed_batch(
+        self,
+        texts: Iterable[object],
+        *,
+        model: str | None = None,
+        batch_size: int | None = None,
+        max_concurrency: int | None = None,
+        too_long: str = "fail",
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        deadline: float | None = None,
+        progress: bool = False,
+        on_progress: ProgressCallback | None = None,
+        **params: Any,
+    ) -> AsyncBatchStream[list[float]]:
+        """Embed any iterable in bounded concurrent requests; stream outcomes as they finish.
+
+        Use as ``async with client.iter_embed_batch(texts) as stream: async for index, outcome
+        in stream: ...``. See :meth:`ResilientClient.embed_batch` for the arguments.
+        """
+        return self._embed_stream(
+            texts,
+            keep_values=False,
+            model=model,
+            batch_size=batch_size,
+            max_concurrency=max_concurrency,
+            too_long=too_long,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            deadline=deadline,
+            progress=progress,
+            on_progress=on_progress,
+            params=params,
+        )
+
+    async def embed_batch(
+        self,
+        texts: Iterable[object],
+        *,
+        model: str | None = None,
+        batch_size: int | None = None,
+        max_concurrency: int | None = None,
+        too_long: str = "fail",
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        deadline: float | None = None,
+        progress: bool = False,
+        on_progress: ProgressCallback | None = None,
+        **params: Any,
+    ) -> BatchResult[list[float]]:
+        """Embed many texts: bounded, ordered, every input a success or a recorded failure.
+
+        See :meth:`ResilientClient.embed_batch` for the arguments.
+        """
+        stream = self._embed_stream(
+            texts,
+            keep_values=True,
+            model=model,
+            batch_size=batch_size,
+            max_concurrency=max_concurrency,
+            too_long=too_long,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            deadline=deadline,
+            progress=progress,
+            on_progress=on_progress,
+            params=params,
+        )
+        return await drain(stream)
+
+    def _embed_stream(
+        self,
+        texts: Iterable[object],
+        *,
+        keep_values: bool,
+        deadline: float | None,
+        params: dict[str, Any],
+        **options: Any,
+    ) -> AsyncBatchStream[list[float]]:
+        flow, units, bar, model = self._embedding_job(texts, keep_values=keep_values, **options)
+        EmbeddingRequest.build(["check"], model=model, params=params)  # bad params fail now
+
+        async def execute(request: PlannedRequest) -> list[Outcome]:
+            return await embed_unit(
+                self, request, flow, model=model, deadline=deadline, params=params
+            )
+
+        return AsyncBatchStream(units, execute, flow, bar)
+
+    def iter_summarize_batch(
+        self,
+        texts: Iterable[object],
+        *,
+        instructions: str | None = None,
+        max_words: int | None = None,
+        model: str | None = None,
+        max_input_tokens: int | None = None,
+        max_concurrency: int | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        deadline: float | None = None,
+        progress: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> AsyncBatchStream[str]:
+        """Summarise any iterable; stream ``(index, summary | ItemFailure)`` as they finish."""
+        return self._summary_stream(
+            texts,
+            keep_values=False,
+            instructions=instructions,
+            max_words=max_words,
+            model=model,
+            max_input_tokens=max_input_tokens,
+            max_concurrency=max_concurrency,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            deadline=deadline,
+            progress=progress,
+            on_progress=on_progress,
+        )
+
+    async def summarize_batch(
+        self,
+        texts: Iterable[object],
+        *,
+        instructions: str | None = None,
+        max_words: int | None = None,
+        model: str | None = None,
+        max_input_tokens: int | None = None,
+        max_concurrency: int | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        deadline: float | None = None,
+        progress: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> BatchResult[str]:
+        """Summarise many texts, one chat completion each (map-reduce for long ones)."""
+        return await drain(
+            self._summary_stream(
+                texts,
+                keep_values=True,
+                instructions=instructions,
+                max_words=max_words,
+                model=model,
+                max_input_tokens=max_input_tokens,
+                max_concurrency=max_concurrency,
+                requests_per_minute=requests_per_minute,
+                tokens_per_minute=tokens_per_minute,
+                deadline=deadline,
+                progress=progress,
+                on_progress=on_progress,
+            )
+        )
+
+    def _summary_stream(
+        self, texts: Iterable[object], *, deadline: float | None, **options: Any
+    ) -> AsyncBatchStream[str]:
+        job = self._summary_job(texts, **options)
+
+        async def execute(unit: Single) -> list[Outcome]:
+            return await summarize_unit(
+                self,
+                unit,
+                job.flow,
+                counter=job.counter,
+                max_input_tokens=job.max_input_tokens,
+                messages=job.messages,
+                model=job.model,
+                deadline=deadline,
+            )
+
+        return AsyncBatchStream(job.units, execute, job.flow, job.progress)
+
+    async def map(
+        self,
+        fn: Callable[[Any], Awaitable[T]],
+        items: Iterable[Any],
+        *,
+        max_concurrency: int | None = None,
+        deadline_per_item: float | None = None,
+        progress: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> BatchResult[T]:
+        """Await ``fn(item)`` for every item, at most ``max_concurrency`` at once, in order.
+
+        ``fn`` is a coroutine function. Each item runs under ``deadline_per_item`` (a cancel
+        scope); every item ends as a value or a recorded failure.
+        """
+        flow, units, bar, limit = self._map_job(
+            fn,
+            items,
+            max_concurrency=max_concurrency,
+            deadline_per_item=deadline_per_item,
+            progress=progress,
+            on_progress=on_progress,
+        )
+
+        async def execute(unit: Single) -> list[Outcome]:
+            return await map_unit(fn, unit, flow, deadline_per_item=limit)
+
+        return await drain(AsyncBatchStream(units, execute, flow, bar))
 
     # -- lifecycle -----------------------------------------------------------------------
 

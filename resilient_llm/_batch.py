@@ -411,8 +411,10 @@ class BatchAccountant(Generic[T]):
                 self._values[index] = value
             return done
 
-    def failure(self, index: int, exc: BaseException, *, attempts: int, item: object) -> int:
-        """Record that input ``index`` failed with ``exc``; returns the number of inputs done.
+    def failure(
+        self, index: int, exc: BaseException, *, attempts: int, item: object
+    ) -> ItemFailure:
+        """Record that input ``index`` failed with ``exc``; returns its :class:`ItemFailure`.
 
         Logs a WARNING on the ``resilient_llm`` logger naming the index, with the traceback the
         first time a given exception is recorded (a request failing as a whole fails all its
@@ -445,7 +447,7 @@ class BatchAccountant(Generic[T]):
             record = ItemFailure.from_exception(index, exc, attempts=attempts, item=item)
             self._last_error = (exc, record.message, record.traceback)
         with self._lock:
-            done = self._mark(index)
+            self._mark(index)
             self._failed += 1
             self._failures.append(record)
         if repeated:
@@ -464,7 +466,7 @@ class BatchAccountant(Generic[T]):
                 _clip(record.message, 200),
                 exc_info=exc,
             )
-        return done
+        return record
 
     def count_request(self, n: int = 1) -> None:
         """Count ``n`` HTTP requests sent."""

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
 
@@ -12,8 +11,18 @@ import tenacity
 from openai import OpenAI
 from openai.types.chat import ChatCompletion
 
+from ._batch import BatchResult, PlannedRequest
+from ._batch_sync import (
+    BatchStream,
+    cancellable_sleep,
+    embed_unit,
+    map_unit,
+    run_units,
+    summarize_unit,
+)
 from ._facade import UNSET, FacadeBase, log_hook_failure
-from ._http import build_sync_http_client, current_deadline
+from ._http import build_sync_http_client
+from ._jobs import Outcome, Single
 from ._lifecycle import ThreadClients
 from ._operations import (
     EmbeddingRequest,
@@ -23,9 +32,18 @@ from ._operations import (
     prompt_messages,
     summary_messages,
 )
-from ._policy import CallState, retrying_kwargs
+from ._policy import CallState, current_deadline, retrying_kwargs
+from ._progress import ProgressCallback
 
 __all__ = ["ResilientClient"]
+
+
+def _drain(stream: BatchStream[T]) -> BatchResult[T]:
+    with stream:
+        for _ in stream:
+            pass
+        return stream.result()
+
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -88,6 +106,15 @@ class ResilientClient(FacadeBase):
         **kwargs: P.kwargs,
     ) -> T:
         state = self._call_state(operation, deadline)
+        return self._execute(state, fn, *args, **kwargs)
+
+    def _execute(
+        self,
+        state: CallState,
+        fn: Callable[Concatenate[OpenAI, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
         client = self._clients.get()
 
         def attempt() -> T:
@@ -99,7 +126,7 @@ class ResilientClient(FacadeBase):
                 current_deadline.reset(token)
 
         retrying = tenacity.Retrying(
-            sleep=time.sleep,
+            sleep=cancellable_sleep,
             before_sleep=functools.partial(self._before_sleep, state),
             **retrying_kwargs(state),
         )
@@ -230,6 +257,232 @@ class ResilientClient(FacadeBase):
         deadline = cast("float | None", kwargs.pop("deadline", UNSET))
         operation = getattr(fn, "__qualname__", "call")
         return self._run(operation, fn, deadline, *args, **kwargs)
+
+    # -- batches -------------------------------------------------------------------------
+
+    def iter_embed_batch(
+        self,
+        texts: Iterable[object],
+        *,
+        model: str | None = None,
+        batch_size: int | None = None,
+        max_concurrency: int | None = None,
+        too_long: str = "fail",
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        deadline: float | None = None,
+        progress: bool = False,
+        on_progress: ProgressCallback | None = None,
+        **params: Any,
+    ) -> BatchStream[list[float]]:
+        """Embed any iterable in bounded concurrent requests; stream outcomes as they finish.
+
+        Holds only a bounded window of inputs, so a generator of millions of texts is fine. Use
+        it as a context manager; see :meth:`embed_batch` for the arguments.
+
+        Returns:
+            A :class:`BatchStream` of ``(index, vector)`` and ``(index, ItemFailure)`` pairs.
+        """
+        return self._embed_stream(
+            texts,
+            keep_values=False,
+            model=model,
+            batch_size=batch_size,
+            max_concurrency=max_concurrency,
+            too_long=too_long,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            deadline=deadline,
+            progress=progress,
+            on_progress=on_progress,
+            params=params,
+        )
+
+    def embed_batch(
+        self,
+        texts: Iterable[object],
+        *,
+        model: str | None = None,
+        batch_size: int | None = None,
+        max_concurrency: int | None = None,
+        too_long: str = "fail",
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        deadline: float | None = None,
+        progress: bool = False,
+        on_progress: ProgressCallback | None = None,
+        **params: Any,
+    ) -> BatchResult[list[float]]:
+        """Embed many texts: bounded, ordered, every input a success or a recorded failure.
+
+        Args:
+            texts: any iterable of strings; non-strings and blank strings fail alone.
+            model: defaults to the client's ``embedding_model``.
+            batch_size: inputs per request (default and cap 2048); requests also stay under
+                300,000 tokens.
+            max_concurrency: requests in flight (default: the client's); lowered on 429s.
+            too_long: ``"fail"`` or ``"truncate"`` inputs over 8,191 tokens.
+            requests_per_minute: optional client-side request budget.
+            tokens_per_minute: optional client-side token budget.
+            deadline: per request, retries included (default: the client's).
+            progress: show a tqdm progress bar.
+            on_progress: called as ``on_progress(done, total)``.
+            **params: passed to the embeddings endpoint (``dimensions``, ``user``...).
+
+        Returns:
+            A :class:`BatchResult` with the vectors in input order.
+        """
+        stream = self._embed_stream(
+            texts,
+            keep_values=True,
+            model=model,
+            batch_size=batch_size,
+            max_concurrency=max_concurrency,
+            too_long=too_long,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            deadline=deadline,
+            progress=progress,
+            on_progress=on_progress,
+            params=params,
+        )
+        return _drain(stream)
+
+    def _embed_stream(
+        self,
+        texts: Iterable[object],
+        *,
+        keep_values: bool,
+        deadline: float | None,
+        params: dict[str, Any],
+        **options: Any,
+    ) -> BatchStream[list[float]]:
+        flow, units, bar, model = self._embedding_job(texts, keep_values=keep_values, **options)
+        EmbeddingRequest.build(["check"], model=model, params=params)  # bad params fail now
+
+        def execute(request: PlannedRequest) -> list[Outcome]:
+            return embed_unit(self, request, flow, model=model, deadline=deadline, params=params)
+
+        return BatchStream(run_units(units, execute, flow, bar), flow, bar)
+
+    def iter_summarize_batch(
+        self,
+        texts: Iterable[object],
+        *,
+        instructions: str | None = None,
+        max_words: int | None = None,
+        model: str | None = None,
+        max_input_tokens: int | None = None,
+        max_concurrency: int | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        deadline: float | None = None,
+        progress: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> BatchStream[str]:
+        """Summarise any iterable; stream ``(index, summary | ItemFailure)`` as they finish."""
+        return self._summary_stream(
+            texts,
+            keep_values=False,
+            instructions=instructions,
+            max_words=max_words,
+            model=model,
+            max_input_tokens=max_input_tokens,
+            max_concurrency=max_concurrency,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            deadline=deadline,
+            progress=progress,
+            on_progress=on_progress,
+        )
+
+    def summarize_batch(
+        self,
+        texts: Iterable[object],
+        *,
+        instructions: str | None = None,
+        max_words: int | None = None,
+        model: str | None = None,
+        max_input_tokens: int | None = None,
+        max_concurrency: int | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        deadline: float | None = None,
+        progress: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> BatchResult[str]:
+        """Summarise many texts, one chat completion each, with the bounds of :meth:`embed_batch`.
+
+        Texts longer than ``max_input_tokens`` (default 100,000) are split, each part
+        summarised, and the part summaries summarised (map-reduce).
+        """
+        return _drain(
+            self._summary_stream(
+                texts,
+                keep_values=True,
+                instructions=instructions,
+                max_words=max_words,
+                model=model,
+                max_input_tokens=max_input_tokens,
+                max_concurrency=max_concurrency,
+                requests_per_minute=requests_per_minute,
+                tokens_per_minute=tokens_per_minute,
+                deadline=deadline,
+                progress=progress,
+                on_progress=on_progress,
+            )
+        )
+
+    def _summary_stream(
+        self, texts: Iterable[object], *, deadline: float | None, **options: Any
+    ) -> BatchStream[str]:
+        job = self._summary_job(texts, **options)
+
+        def execute(unit: Single) -> list[Outcome]:
+            return summarize_unit(
+                self,
+                unit,
+                job.flow,
+                counter=job.counter,
+                max_input_tokens=job.max_input_tokens,
+                messages=job.messages,
+                model=job.model,
+                deadline=deadline,
+            )
+
+        return BatchStream(
+            run_units(job.units, execute, job.flow, job.progress), job.flow, job.progress
+        )
+
+    def map(
+        self,
+        fn: Callable[[Any], T],
+        items: Iterable[Any],
+        *,
+        max_concurrency: int | None = None,
+        deadline_per_item: float | None = None,
+        progress: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> BatchResult[T]:
+        """Call ``fn(item)`` for every item on a bounded pool of threads, results in order.
+
+        Every item ends as a value or a recorded failure. Calls that ``fn`` makes through
+        resilient_llm clients inherit ``deadline_per_item`` and count their retries in the
+        batch's stats; other code in ``fn`` cannot be interrupted from outside its thread.
+        """
+        flow, units, bar, limit = self._map_job(
+            fn,
+            items,
+            max_concurrency=max_concurrency,
+            deadline_per_item=deadline_per_item,
+            progress=progress,
+            on_progress=on_progress,
+        )
+
+        def execute(unit: Single) -> list[Outcome]:
+            return map_unit(fn, unit, flow, deadline_per_item=limit)
+
+        return _drain(BatchStream(run_units(units, execute, flow, bar), flow, bar))
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -4,17 +4,42 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from dataclasses import dataclass
 from typing import Any
 
 import openai
 
-from ._config import RetryPolicy, Timeouts, TimeoutsLike, check_deadline
+from ._batch import MAX_BATCH_SIZE, MAX_REQUEST_TOKENS, validate_batch_size, validate_too_long
+from ._config import RetryPolicy, Timeouts, TimeoutsLike, check_deadline, check_positive
 from ._http import to_native_timeout
-from ._operations import _check_model
-from ._policy import CallDetails, CallState, ClientStats, RetryDetails, StatsCounter
+from ._jobs import (
+    BatchFlow,
+    Rejected,
+    Single,
+    Tick,
+    Unit,
+    embedding_units,
+    item_units,
+    text_units,
+)
+from ._operations import COMBINE_INSTRUCTIONS, _check_model, summary_messages
+from ._policy import (
+    CallDetails,
+    CallState,
+    ClientStats,
+    RetryDetails,
+    StatsCounter,
+    current_deadline,
+    retry_observer,
+)
+from ._progress import Progress, ProgressCallback
+from ._tokens import TokenCounter, get_token_counter
 
-__all__ = ["FacadeBase", "Hook", "UNSET"]
+__all__ = ["UNSET", "BatchJobs", "FacadeBase", "Hook", "SummaryJob"]
+
+# Long texts are map-reduced above this many tokens (well inside current chat context windows).
+DEFAULT_MAX_INPUT_TOKENS = 100_000
 
 logger = logging.getLogger("resilient_llm")
 
@@ -34,7 +59,163 @@ def _check_callable(name: str, value: object) -> None:
         raise TypeError(f"{name} must be callable or None, not {type(value).__name__}")
 
 
-class FacadeBase:
+def _check_iterable(value: object, name: str) -> Iterable[object]:
+    if isinstance(value, (str, bytes, bytearray)) or not isinstance(value, Iterable):
+        hint = " (use embed()/summarize() for one text)" if isinstance(value, str) else ""
+        raise TypeError(f"{name} must be an iterable of inputs, not {type(value).__name__}{hint}")
+    return value
+
+
+def _known_length(value: Iterable[object]) -> int | None:
+    return len(value) if isinstance(value, Sized) else None
+
+
+class BatchJobs:
+    """Argument checks and planning of batch jobs, shared by both facades (no I/O)."""
+
+    max_concurrency: int
+    embedding_model: str
+    chat_model: str
+
+    def _concurrency(self, value: int | None) -> int:
+        if value is None:
+            return self.max_concurrency
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"max_concurrency must be an int, not {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {value}")
+        return value
+
+    def _embedding_job(
+        self,
+        texts: Iterable[object],
+        *,
+        model: str | None,
+        batch_size: int | None,
+        max_concurrency: int | None,
+        too_long: str,
+        requests_per_minute: float | None,
+        tokens_per_minute: float | None,
+        progress: bool,
+        on_progress: ProgressCallback | None,
+        keep_values: bool,
+    ) -> tuple[BatchFlow[list[float]], Iterator[Unit | Tick], Progress, str]:
+        source = _check_iterable(texts, "texts")
+        chosen = _check_model(model or self.embedding_model)
+        size = validate_batch_size(MAX_BATCH_SIZE if batch_size is None else batch_size)
+        mode = validate_too_long(too_long)
+        flow: BatchFlow[list[float]] = BatchFlow(
+            keep_values=keep_values,
+            max_concurrency=self._concurrency(max_concurrency),
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+        )
+        units = embedding_units(
+            source,
+            accountant=flow.accountant,
+            counter=get_token_counter(chosen),
+            batch_size=size,
+            max_request_tokens=MAX_REQUEST_TOKENS,
+            too_long=mode,
+        )
+        bar = Progress(
+            enabled=progress,
+            on_progress=on_progress,
+            total=_known_length(source),
+            description="embed",
+        )
+        return flow, units, bar, chosen
+
+    def _summary_job(
+        self,
+        texts: Iterable[object],
+        *,
+        instructions: str | None,
+        max_words: int | None,
+        model: str | None,
+        max_input_tokens: int | None,
+        max_concurrency: int | None,
+        requests_per_minute: float | None,
+        tokens_per_minute: float | None,
+        progress: bool,
+        on_progress: ProgressCallback | None,
+        keep_values: bool,
+    ) -> SummaryJob:
+        source = _check_iterable(texts, "texts")
+        summary_messages("check", instructions, max_words)  # bad options fail before any I/O
+        chosen = _check_model(model or self.chat_model)
+        limit = DEFAULT_MAX_INPUT_TOKENS if max_input_tokens is None else max_input_tokens
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 16:
+            raise ValueError(f"max_input_tokens must be an int >= 16, got {max_input_tokens!r}")
+        counter = get_token_counter(chosen)
+        flow: BatchFlow[str] = BatchFlow(
+            keep_values=keep_values,
+            max_concurrency=self._concurrency(max_concurrency),
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+        )
+
+        def messages(text: str, combine: bool) -> list[dict[str, str]]:
+            guidance = instructions
+            if combine:
+                guidance = COMBINE_INSTRUCTIONS + (f"\n{instructions}" if instructions else "")
+            return summary_messages(text, guidance, max_words)
+
+        return SummaryJob(
+            flow=flow,
+            units=text_units(source, accountant=flow.accountant, counter=counter),
+            progress=Progress(
+                enabled=progress,
+                on_progress=on_progress,
+                total=_known_length(source),
+                description="summarize",
+            ),
+            counter=counter,
+            max_input_tokens=limit,
+            messages=messages,
+            model=chosen,
+        )
+
+    def _map_job(
+        self,
+        fn: object,
+        items: Iterable[object],
+        *,
+        max_concurrency: int | None,
+        deadline_per_item: float | None,
+        progress: bool,
+        on_progress: ProgressCallback | None,
+    ) -> tuple[BatchFlow[Any], Iterator[Single], Progress, float | None]:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        source = _check_iterable(items, "items")
+        limit = check_positive("deadline_per_item", deadline_per_item, allow_none=True)
+        flow: BatchFlow[Any] = BatchFlow(
+            keep_values=True, max_concurrency=self._concurrency(max_concurrency)
+        )
+        bar = Progress(
+            enabled=progress,
+            on_progress=on_progress,
+            total=_known_length(source),
+            description="map",
+        )
+        return flow, item_units(source, accountant=flow.accountant), bar, limit
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryJob:
+    """Everything a shell needs to run ``summarize_batch``."""
+
+    flow: BatchFlow[str]
+    units: Iterator[Single | Rejected]
+    progress: Progress
+    counter: TokenCounter
+    max_input_tokens: int
+    messages: Callable[[str, bool], list[dict[str, str]]]
+    model: str
+
+
+class FacadeBase(BatchJobs):
     """Settings and bookkeeping common to :class:`ResilientClient` and its async twin."""
 
     def __init__(
@@ -135,7 +316,14 @@ class FacadeBase:
         budget = (
             self.deadline if deadline is UNSET or deadline is None else check_deadline(deadline)
         )
-        return CallState(operation, policy=self.retry, deadline=budget, stats=self._stats)
+        return CallState(
+            operation,
+            policy=self.retry,
+            deadline=budget,
+            stats=self._stats,
+            outer_deadline_at=current_deadline.get(),
+            observer=retry_observer.get(),
+        )
 
     def _retry_details(self, state: CallState, retry_state: Any) -> RetryDetails | None:
         details = state.retry_details(retry_state)

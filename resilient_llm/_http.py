@@ -14,12 +14,13 @@ The deadline travels in a context variable that the facades set around each atte
 
 from __future__ import annotations
 
-import contextvars
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import openai
+
+from ._policy import current_cancel, current_deadline
 
 if TYPE_CHECKING:
     import httpcore2 as httpcore
@@ -52,13 +53,10 @@ __all__ = [
 
 HTTP_PACKAGE: str = httpx.__name__
 
+_CANCEL_POLL = 0.2
+
 # openai's own pool limits: plenty of connections, a bounded keep-alive set.
 _LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-
-current_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "resilient_llm_deadline", default=None
-)
-"""Monotonic time by which the current attempt must be over (``None``: no deadline)."""
 
 
 def to_native_timeout(timeouts: Any) -> httpx.Timeout:
@@ -107,7 +105,28 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._inner = inner
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _budget(timeout, httpcore.ReadTimeout))
+        if current_cancel.get() is None:
+            return self._inner.read(max_bytes, _budget(timeout, httpcore.ReadTimeout))
+        return self._read_cancellable(max_bytes, timeout)
+
+    def _read_cancellable(self, max_bytes: int, timeout: float | None) -> bytes:
+        # A cancelled sync batch cannot interrupt a thread blocked in recv(); reading in short
+        # slices lets it notice the cancellation within _CANCEL_POLL seconds instead.
+        cancel = current_cancel.get()
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise httpcore.ReadError("the batch was cancelled")
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                raise httpcore.ReadTimeout("timed out")
+            budget = _budget(left, httpcore.ReadTimeout)
+            piece = _CANCEL_POLL if budget is None else min(budget, _CANCEL_POLL)
+            try:
+                return self._inner.read(max_bytes, piece)
+            except httpcore.ReadTimeout:
+                if budget is not None and piece >= budget:
+                    raise
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._inner.write(buffer, _budget(timeout, httpcore.WriteTimeout))

@@ -33,6 +33,12 @@ DEFAULT_SUMMARY_INSTRUCTIONS = (
 )
 
 
+COMBINE_INSTRUCTIONS = (
+    "The text below is a series of summaries of consecutive parts of one document. "
+    "Combine them into one summary of the whole document."
+)
+
+
 def _check_model(model: object, name: str = "model") -> str:
     if not isinstance(model, str) or not model.strip():
         raise TypeError(f"{name} must be a non-empty string, got {model!r}")

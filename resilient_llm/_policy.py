@@ -8,6 +8,7 @@ strategies and only carry out the waiting and the I/O.
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import enum
 import logging
@@ -39,6 +40,25 @@ __all__ = [
 ]
 
 logger = logging.getLogger("resilient_llm")
+
+current_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "resilient_llm_deadline", default=None
+)
+"""Monotonic time by which the current attempt must be over (``None``: no deadline).
+
+Set around each attempt; the transports clamp their timeouts to it, and calls made inside it
+(``call``'s function, a ``map`` item) inherit it as an outer deadline.
+"""
+
+current_cancel: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "resilient_llm_cancel", default=None
+)
+"""Set by sync batch workers: once the event is set, sleeps and socket reads stop early."""
+
+retry_observer: contextvars.ContextVar[Callable[[RetryDetails], None] | None] = (
+    contextvars.ContextVar("resilient_llm_retry_observer", default=None)
+)
+"""Set by batch workers so that retries of calls made for an item are counted in its batch."""
 
 # "Try again" statuses: request timeout, lock conflict, rate limit, transient server errors.
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -329,6 +349,7 @@ class CallState:
         "deadline_at",
         "history",
         "last_error",
+        "observer",
         "operation",
         "policy",
         "started",
@@ -344,14 +365,23 @@ class CallState:
         stats: StatsCounter | None = None,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
+        outer_deadline_at: float | None = None,
+        observer: Callable[[RetryDetails], None] | None = None,
     ) -> None:
         self.operation = operation
         self.policy = policy
-        self.deadline = deadline
         self._clock = clock
         self._rand = rand
         self.started = clock()
-        self.deadline_at = None if deadline is None else self.started + deadline
+        self.observer = observer
+        deadline_at = None if deadline is None else self.started + deadline
+        if outer_deadline_at is not None and (
+            deadline_at is None or outer_deadline_at < deadline_at
+        ):
+            # Called inside a tighter budget (a map item, a call() function): that one wins.
+            deadline_at = outer_deadline_at
+        self.deadline_at = deadline_at
+        self.deadline = None if deadline_at is None else max(0.0, deadline_at - self.started)
         self.history: list[_AttemptRecord] = []
         self.attempts = 0  # started attempts; the shells count them
         self.last_error: BaseException | None = None
@@ -431,6 +461,8 @@ class CallState:
             verdict.reason,
             details.sleep,
         )
+        if self.observer is not None:
+            self.observer(details)
         return details
 
     def give_up(self, retry_state: tenacity.RetryCallState) -> NoReturn:

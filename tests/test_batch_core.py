@@ -352,7 +352,8 @@ def test_result_is_in_input_order_with_sorted_failures() -> None:
     order = [5, 3, 0, 4, 1, 2]
     for done, index in enumerate(order, start=1):
         if index in (4, 1):
-            assert acct.failure(index, ValueError("no"), attempts=3, item=f"t{index}") == done
+            record = acct.failure(index, ValueError("no"), attempts=3, item=f"t{index}")
+            assert (record.index, record.attempts, acct.done) == (index, 3, done)
         else:
             assert acct.success(index, f"v{index}") == done
     assert acct.done == 6

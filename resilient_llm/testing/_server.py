@@ -3,8 +3,9 @@ on demand.
 
 It runs its own event loop (anyio, asyncio backend) in one background thread, reached through an
 anyio blocking portal. Connections are plain non-blocking sockets driven by `anyio.wait_readable`
-/ `anyio.wait_writable`, with h11 for HTTP framing: owning the socket is what lets a fault write
-one byte at a time or abort with a TCP RST, and it keeps the per-request path short.
+/ `anyio.wait_writable`: owning the socket is what lets a fault write one byte at a time or abort
+with a TCP RST. h11 parses requests; responses are written as pre-encoded bytes, which keeps the
+per-request path short and every byte on the wire under the server's control.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import math
 import random
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from contextlib import ExitStack
 from http import HTTPStatus
 from types import TracebackType
 
@@ -46,7 +47,8 @@ _RECV_SIZE = 65536
 # Enough for a burst of hundreds of simultaneous connects without SYN drops (and their 1 s
 # client-side retransmit); the kernel caps it at net.core.somaxconn.
 _BACKLOG = 1024
-_LINGER_RESET = struct.pack("ii", 1, 0)
+# struct linger {on, seconds}: on with zero seconds makes close() send RST instead of FIN.
+_LINGER_RESET = struct.pack("HH" if sys.platform == "win32" else "ii", 1, 0)
 
 Latency = float | tuple[float, float]
 
@@ -155,7 +157,7 @@ class MockOpenAIServer:
 
         self._state_lock = threading.Lock()
         self._port = 0
-        self._exit_stack: ExitStack | None = None
+        self._exit_stack: contextlib.ExitStack | None = None
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._scope: anyio.CancelScope | None = None
 
@@ -252,7 +254,7 @@ class MockOpenAIServer:
             if self._portal is not None:
                 raise RuntimeError("the server is already running")
             listener = self._bind()
-            stack = ExitStack()
+            stack = contextlib.ExitStack()
             try:
                 portal = stack.enter_context(
                     anyio.from_thread.start_blocking_portal(
@@ -493,7 +495,6 @@ class MockOpenAIServer:
                 finish(None)
                 if data:
                     await _send_all(sock, data)
-                # With a zero linger time, close() sends RST instead of FIN.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
                 return False
             if fault is not None and fault.kind == "drip":

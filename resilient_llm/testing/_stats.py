@@ -80,7 +80,7 @@ class ServerStats:
             A new, detached `ServerStats`.
         """
         with self._lock:
-            return ServerStats(**{f.name: getattr(self, f.name) for f in fields(self) if f.init})
+            return ServerStats(**{f.name: getattr(self, f.name) for f in fields(self)})
 
     def _reset(self) -> None:
         # Gauges describe the present, so they survive a reset.

@@ -8,6 +8,7 @@ import http.client
 import json
 import math
 from collections.abc import Callable
+from typing import Any, cast
 
 import openai
 import pytest
@@ -67,8 +68,9 @@ def test_float_and_base64_encodings_carry_the_same_vector(
     as_b64 = client.embeddings.create(
         input="same text", model=EMBED, dimensions=dimensions, encoding_format="base64"
     )
-    assert isinstance(as_b64.data[0].embedding, str)  # explicit base64 is left undecoded
-    decoded = array.array("f", base64.b64decode(as_b64.data[0].embedding)).tolist()
+    encoded = cast(object, as_b64.data[0].embedding)
+    assert isinstance(encoded, str)  # an explicit base64 request is left undecoded
+    decoded = array.array("f", base64.b64decode(encoded)).tolist()
     assert as_float.data[0].embedding == decoded == embedding_vector("same text", dimensions)
     assert len(decoded) == dimensions
 
@@ -122,9 +124,9 @@ def test_token_array_inputs_are_embedded(client: openai.OpenAI) -> None:
 def test_invalid_embedding_requests_get_400(
     client: openai.OpenAI, kwargs: dict[str, object], param: str | None
 ) -> None:
-    kwargs = {"model": EMBED, **kwargs}
+    request: dict[str, Any] = {"model": EMBED, **kwargs}
     with pytest.raises(openai.BadRequestError) as info:
-        client.embeddings.create(**kwargs)  # type: ignore[call-overload]
+        client.embeddings.create(**request)
     assert info.value.status_code == 400
     assert info.value.type == "invalid_request_error"
     assert info.value.param == param
@@ -179,11 +181,12 @@ def test_chat_completion_is_deterministic_and_complete(
 
 @pytest.mark.parametrize("limit_name", ["max_tokens", "max_completion_tokens"])
 def test_chat_honours_the_token_limit(client: openai.OpenAI, limit_name: str) -> None:
+    limit: dict[str, Any] = {limit_name: 3}
     result = client.chat.completions.create(
         model=CHAT,
         messages=[{"role": "user", "content": "alpha beta gamma delta epsilon"}],
         n=2,
-        **{limit_name: 3},  # type: ignore[arg-type]
+        **limit,
     )
     assert [c.index for c in result.choices] == [0, 1]
     assert result.choices[1].message.content == "Summary: alpha beta"
