@@ -6,6 +6,9 @@ input ends as a success or a recorded failure.
 """
 
 from ._async_client import AsyncResilientClient
+from ._batch import BatchResult, BatchStats, ItemFailure
+from ._batch_async import AsyncBatchStream
+from ._batch_sync import BatchStream
 from ._client import ResilientClient
 from ._config import RetryPolicy, Timeouts
 from ._exceptions import (
@@ -19,13 +22,18 @@ from ._policy import CallDetails, ClientStats, RetryDetails
 from ._version import __version__
 
 __all__ = [
+    "AsyncBatchStream",
     "AsyncResilientClient",
     "BatchFailed",
+    "BatchResult",
+    "BatchStats",
+    "BatchStream",
     "CallDetails",
     "ClientClosedError",
     "ClientStats",
     "DeadlineExceeded",
     "InvalidInput",
+    "ItemFailure",
     "ResilientClient",
     "ResilientLLMError",
     "RetryDetails",

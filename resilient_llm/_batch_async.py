@@ -201,7 +201,7 @@ async def embed_unit(
             outcomes.append(flow.succeed(item.index, vector))
         return None
 
-    steps = bisection_steps(request, flow.accountant)
+    steps = bisection_steps(request, flow)
     part = next(steps)
     while True:
         error = await send(part)

@@ -221,7 +221,7 @@ def embed_unit(
             outcomes.append(flow.succeed(item.index, vector))
         return None
 
-    steps = bisection_steps(request, flow.accountant)
+    steps = bisection_steps(request, flow)
     part = next(steps)
     while True:
         error = send(part)

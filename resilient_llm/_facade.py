@@ -10,9 +10,15 @@ from typing import Any
 
 import openai
 
+# openai imports its resource modules on first attribute access (~35 ms): pay that at import,
+# not on an event loop at the first call.
+import openai.resources.chat.chat
+import openai.resources.chat.completions.completions
+import openai.resources.embeddings
+
 from ._batch import MAX_BATCH_SIZE, MAX_REQUEST_TOKENS, validate_batch_size, validate_too_long
 from ._config import RetryPolicy, Timeouts, TimeoutsLike, check_deadline, check_positive
-from ._http import to_native_timeout
+from ._http import prepare_tls, to_native_timeout
 from ._jobs import (
     BatchFlow,
     Rejected,
@@ -275,6 +281,7 @@ class FacadeBase(BatchJobs):
         self._on_retry = on_retry
         self._on_call = on_call
         self._stats = StatsCounter()
+        prepare_tls()  # once per process, here rather than on an event loop at the first call
         self._setup()
 
     def _setup(self) -> None:

@@ -14,6 +14,8 @@ The deadline travels in a context variable that the facades set around each atte
 
 from __future__ import annotations
 
+import functools
+import ssl
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -45,6 +47,7 @@ __all__ = [
     "HTTP_PACKAGE",
     "build_async_http_client",
     "build_sync_http_client",
+    "prepare_tls",
     "current_deadline",
     "httpcore",
     "httpx",
@@ -189,17 +192,31 @@ class _AsyncDeadlineTransport(httpx.AsyncHTTPTransport):
         return await super().handle_async_request(request)
 
 
+def prepare_tls() -> None:
+    """Build the shared TLS context now (it is built on first use otherwise)."""
+    _ssl_context()
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle costs ~40 ms; with one client per thread and per event loop that
+    # would be paid again and again (on the event loop, for async). One context serves all.
+    return httpx.create_ssl_context()
+
+
 def build_sync_http_client(timeouts: Any) -> httpx.Client:
     """An HTTP client with openai's defaults, our timeouts and the deadline transport."""
+    transport = _DeadlineTransport(limits=_LIMITS, verify=_ssl_context())
     client: httpx.Client = openai.DefaultHttpxClient(
-        timeout=to_native_timeout(timeouts), transport=_DeadlineTransport(limits=_LIMITS)
+        timeout=to_native_timeout(timeouts), transport=transport
     )
     return client
 
 
 def build_async_http_client(timeouts: Any) -> httpx.AsyncClient:
     """The async twin of :func:`build_sync_http_client` (the deadline is a cancel scope)."""
+    transport = _AsyncDeadlineTransport(limits=_LIMITS, verify=_ssl_context())
     client: httpx.AsyncClient = openai.DefaultAsyncHttpxClient(
-        timeout=to_native_timeout(timeouts), transport=_AsyncDeadlineTransport(limits=_LIMITS)
+        timeout=to_native_timeout(timeouts), transport=transport
     )
     return client

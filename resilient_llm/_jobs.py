@@ -146,7 +146,7 @@ def item_units(items: Iterable[object], *, accountant: BatchAccountant[Any]) -> 
 
 
 def bisection_steps(
-    request: PlannedRequest, accountant: BatchAccountant[Any]
+    request: PlannedRequest, flow: BatchFlow[Any]
 ) -> Generator[PlannedRequest, BaseException | None, list[tuple[PlannedRequest, BaseException]]]:
     """Send ``request``; on an input rejection, split it down to the bad inputs.
 
@@ -163,11 +163,13 @@ def bisection_steps(
     while to_split:
         parent = to_split.pop()
         left, right = parent.halves()
-        accountant.count_bisection()
+        flow.accountant.count_bisection()
         left_error = yield left
         right_error = yield right
         outcome = bisect_outcome(left, left_error, right, right_error)
         if outcome.fail_all is not None:
+            # The error names no input: every other request of the batch would meet it too.
+            flow.fatal = outcome.fail_all
             failed.append((parent, outcome.fail_all))
             continue
         to_split.extend(reversed(outcome.split))

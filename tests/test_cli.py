@@ -1,0 +1,440 @@
+"""The ``resilient-llm`` command line over the loopback server (SPEC §8)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
+
+from resilient_llm._cli_io import (
+    Document,
+    Malformed,
+    count_lines,
+    failures_path_for,
+    is_local_url,
+    parse_line,
+    scan_output,
+)
+from resilient_llm.cli import main
+from resilient_llm.testing import MockOpenAIServer, embedding_vector
+
+from .conftest import TEST_KEY
+
+POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def write_jsonl(path: Path, records: Iterable[object]) -> Path:
+    with path.open("w", encoding="utf-8") as file:
+        for record in records:
+            file.write(record if isinstance(record, str) else json.dumps(record))
+            file.write("\n")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, object]]:
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as file:
+        return [json.loads(line) for line in file]
+
+
+def docs(n: int, *, poison: Iterable[int] = ()) -> Iterator[dict[str, object]]:
+    bad = set(poison)
+    for i in range(n):
+        text = f"document {i} about {'POISON' if i in bad else 'apples'} and item {i * 7 % 13}"
+        yield {"id": f"d{i}", "text": text}
+
+
+def cli_env(*, key: str | None = TEST_KEY) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    env["PYTHONWARNINGS"] = "error"
+    if key is not None:
+        env["OPENAI_API_KEY"] = key
+    return env
+
+
+def run_cli(
+    *args: str, key: str | None = TEST_KEY, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "resilient_llm", *args],
+        env=cli_env(key=key),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_no_key(*texts: str) -> None:
+    for text in texts:
+        assert TEST_KEY not in text
+
+
+# --- end to end, in a subprocess ---------------------------------------------------------------
+
+
+def test_embed_2000_lines_every_id_once_with_the_right_vector(
+    server: MockOpenAIServer, tmp_path: Path
+) -> None:
+    records = list(docs(2000))
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+
+    done = run_cli(
+        "embed", str(source), "-o", str(out), "--base-url", server.base_url,
+        "--batch-size", "100", "--dimensions", "8",
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    rows = read_jsonl(out)
+    assert Counter(row["id"] for row in rows) == Counter(r["id"] for r in records)
+    texts = {r["id"]: r["text"] for r in records}
+    for row in rows[::97]:  # each result is under the id of the text it belongs to
+        assert row == {"id": row["id"], "embedding": embedding_vector(str(texts[row["id"]]), 8)}
+    assert not failures_path_for(out).exists()
+    assert "succeeded" in done.stderr
+    assert "2,000" in done.stderr
+    assert server.stats.requests_by_path["/v1/embeddings"] == 20
+    assert_no_key(done.stdout, done.stderr, out.read_text())
+
+
+def test_random_faults_every_id_in_out_or_failures_exactly_once(tmp_path: Path) -> None:
+    records: list[object] = list(docs(400, poison=[17, 250]))
+    records[99] = {"id": "not-a-string", "text": 5}
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+
+    with MockOpenAIServer(fail_rate=0.25, seed=11, latency=0.002) as flaky:
+        done = run_cli(
+            "embed", str(source), "-o", str(out), "--base-url", flaky.base_url,
+            "--batch-size", "10", "--concurrency", "8", "--dimensions", "8",
+        )  # fmt: skip
+        assert sum(flaky.stats.faults_injected.values()) > 0
+
+    assert done.returncode == 3, done.stderr
+    ok = [row["id"] for row in read_jsonl(out)]
+    failed = read_jsonl(failures_path_for(out))
+    ids = [r["id"] for r in records if isinstance(r, dict)]
+    assert Counter(ok) + Counter(f["id"] for f in failed) == Counter(ids)
+    by_id = {f["id"]: f for f in failed}
+    assert by_id["d17"]["status"] == 400
+    assert by_id["d17"]["error_type"] == "BadRequestError"
+    assert by_id["d250"]["line"] == 251
+    assert by_id["not-a-string"]["error_type"] == "InvalidInput"
+    assert by_id["not-a-string"]["attempts"] == 0
+    assert set(by_id["d17"]) == {"id", "line", "error_type", "message", "status", "attempts"}
+    assert "retries" in done.stderr
+    assert "429s:" in done.stderr
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_killed_half_way_then_rerun_has_every_id_exactly_once(
+    tmp_path: Path, signum: signal.Signals, status: int
+) -> None:
+    records = list(docs(2000))
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+
+    with MockOpenAIServer(latency=0.05) as slow:
+        # Small vectors: the test is about the files, not about encoding floats.
+        args = [
+            "embed",
+            str(source),
+            "-o",
+            str(out),
+            "--base-url",
+            slow.base_url,
+            "--dimensions",
+            "8",
+        ]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "resilient_llm", *args, "--batch-size", "10",
+             "--concurrency", "2"],
+            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and count_lines_safe(out) < 200:
+                time.sleep(0.05)
+            proc.send_signal(signum)
+            sent = time.monotonic()
+            _, stderr = proc.communicate(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == status, stderr
+        assert time.monotonic() - sent < 5
+        assert "run the same command again" in stderr
+        partial = read_jsonl(out)  # every line is whole: each one parses
+        assert 200 <= len(partial) < 2000
+
+        again = run_cli(*args, "--batch-size", "250")
+
+    assert again.returncode == 0, again.stderr
+    assert "skipped (resumed)" in again.stderr
+    rows = read_jsonl(out)
+    assert Counter(row["id"] for row in rows) == Counter(r["id"] for r in records)
+
+
+def count_lines_safe(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def test_malformed_lines_are_reported_with_their_numbers_and_skipped(
+    server: MockOpenAIServer, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.txt"
+    source.write_bytes(
+        b'{"id": "a", "text": "alpha"}\n'  # 1
+        b"a plain line of text\n"  # 2: id 2
+        b'{"id": "b", "text": "beta"\n'  # 3: cut-off JSON
+        b"\n"  # 4: blank, ignored
+        b'{"id": "c"}\n'  # 5: no text
+        b"caf\xe9 in latin-1\n"  # 6: not UTF-8
+        b'{"id": "a", "text": "alpha again"}\n'  # 7: duplicate id
+        b'{"id": "d", "text": "delta"}'  # 8: no final newline
+    )
+    out = tmp_path / "out.jsonl"
+
+    done = run_cli("embed", str(source), "-o", str(out), "--base-url", server.base_url)
+
+    assert done.returncode == 3
+    for number in (3, 5, 6, 7):
+        assert f"line {number}:" in done.stderr
+    assert "line 4:" not in done.stderr
+    assert {row["id"] for row in read_jsonl(out)} == {"a", 2, "d"}
+    failed = read_jsonl(failures_path_for(out))
+    assert [(f["line"], f["error_type"]) for f in failed] == [
+        (3, "MalformedLine"),
+        (5, "MalformedLine"),
+        (6, "MalformedLine"),
+        (7, "MalformedLine"),
+    ]
+    assert [f["id"] for f in failed] == [None, "c", None, "a"]
+
+
+def test_stdin_summarize(server: MockOpenAIServer, tmp_path: Path) -> None:
+    out = tmp_path / "summaries.jsonl"
+    text = "first document to summarise\nsecond document, a little longer than the first\n"
+
+    done = run_cli(
+        "summarize", "-", "-o", str(out), "--base-url", server.base_url, "--max-words", "10",
+        stdin=text,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    rows = sorted(read_jsonl(out), key=lambda row: str(row["id"]))
+    assert [row["id"] for row in rows] == [1, 2]
+    assert all(str(row["summary"]).startswith("Summary:") for row in rows)
+    assert server.stats.requests_by_path["/v1/chat/completions"] == 2
+
+
+def test_demo_exits_0_with_no_key() -> None:
+    started = time.monotonic()
+    done = run_cli("demo", key=None)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert time.monotonic() - started < 15
+    assert "item 137: BadRequestError (HTTP 400)" in done.stdout
+    assert "299 embedded + 1 failed = 300" in done.stdout
+    assert "DeadlineExceeded" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+# --- in process ---------------------------------------------------------------------------------
+
+
+def test_resume_skips_done_ids_and_retries_the_failures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+    records = list(docs(60))
+    records[5]["text"] = "this one is BAD"
+    records[40]["text"] = "BAD as well"
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    args = ["embed", str(source), "-o", str(out), "--batch-size", "7"]
+
+    with MockOpenAIServer(poison_marker="BAD") as strict:
+        assert main([*args, "--base-url", strict.base_url]) == 3
+    assert {f["id"] for f in read_jsonl(failures_path_for(out))} == {"d5", "d40"}
+
+    with MockOpenAIServer(poison_marker=None, record_texts=True) as lenient:
+        assert main([*args, "--base-url", lenient.base_url]) == 0
+        sent = [text for record in lenient.requests for text in (record.texts or [])]
+    assert sorted(sent) == ["BAD as well", "this one is BAD"]
+    assert not failures_path_for(out).exists()
+    assert Counter(row["id"] for row in read_jsonl(out)) == Counter(r["id"] for r in records)
+    assert "58" in capsys.readouterr().err  # skipped (resumed)
+
+    with MockOpenAIServer(poison_marker="BAD") as third:
+        assert main([*args, "--base-url", third.base_url, "--no-resume"]) == 3
+    assert len(read_jsonl(out)) == 58  # started afresh; the two BAD ones failed again
+
+
+def test_resume_removes_a_line_cut_off_by_a_crash(
+    server: MockOpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+    source = write_jsonl(tmp_path / "in.jsonl", docs(5))
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id":"d0","embedding":[0.5]}\n{"id":"d1","embedd')
+
+    assert main(["embed", str(source), "-o", str(out), "--base-url", server.base_url]) == 0
+
+    rows = read_jsonl(out)
+    assert [row["id"] for row in rows[:1]] == ["d0"]
+    assert rows[0]["embedding"] == [0.5]
+    assert sorted(str(row["id"]) for row in rows) == ["d0", "d1", "d2", "d3", "d4"]
+
+
+def test_a_loopback_base_url_needs_no_key(server: MockOpenAIServer, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.txt", ["one", "two"])
+    out = tmp_path / "out.jsonl"
+    assert main(["embed", str(source), "-o", str(out), "--base-url", server.base_url]) == 0
+    assert len(read_jsonl(out)) == 2
+
+
+def test_a_remote_base_url_without_a_key_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_jsonl(tmp_path / "in.txt", ["one"])
+    code = main(["embed", str(source), "-o", str(tmp_path / "o.jsonl")])
+    assert code == 2
+    assert "OPENAI_API_KEY is not set" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_rejected_key_stops_the_batch_and_is_never_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+    source = write_jsonl(tmp_path / "in.jsonl", docs(500))
+    out = tmp_path / "out.jsonl"
+    with MockOpenAIServer(api_key="sk-the-right-one") as guarded:
+        code = main(
+            ["embed", str(source), "-o", str(out), "--base-url", guarded.base_url,
+             "--batch-size", "10", "--concurrency", "2", "-v"]
+        )  # fmt: skip
+        requests = guarded.stats.total_requests
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "AuthenticationError" in err
+    assert "fix it and run the same command again" in err
+    assert requests < 10  # it stopped instead of sending all 50 requests
+    assert_no_key(err, failures_path_for(out).read_text())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["embed", "missing.jsonl", "-o", "out.jsonl"], "input file not found"),
+        (["embed", "in.txt", "-o", "nowhere/out.jsonl"], "does not exist"),
+        (["embed", "in.txt", "-o", "in.txt"], "same file"),
+        (["embed", "in.txt", "-o", "out.jsonl", "--concurrency", "0"], "must be >= 1"),
+        (["embed", "in.txt"], "required"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_usage_errors_exit_2(
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+    (tmp_path / "in.txt").write_text("hello\n")
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert main(["embed", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "resilient-llm" in out
+    assert "--concurrency" in out
+    assert "--dimensions" in out
+
+
+# --- the file helpers -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"id": "x", "text": "hi"}\n', Document(4, "x", "hi")),
+        (b'{"id": 7, "text": "hi"}\r\n', Document(4, 7, "hi")),
+        (b'{"text": "no id"}', Document(4, 4, "no id")),
+        (b'{"id": null, "text": "null id"}', Document(4, 4, "null id")),
+        (b'{"id": "x", "text": 5}', Document(4, "x", 5)),
+        (b"plain text\n", Document(4, 4, "plain text")),
+        (b"[1, 2]\n", Document(4, 4, "[1, 2]")),
+        (b"  \t\n", None),
+        (b"", None),
+        (b'{"id": "x", "text": "hi"', Malformed(4, "invalid JSON: Expecting ',' delimiter")),
+        (b'{"id": "x"}', Malformed(4, 'JSON object without a "text" key', "x")),
+        (b'{"id": 1.5, "text": "t"}', Malformed(4, '"id" must be a string or an integer')),
+        (b'{"id": true, "text": "t"}', Malformed(4, '"id" must be a string or an integer')),
+        (b"\xff\xfe", Malformed(4, "not UTF-8")),
+    ],
+)
+def test_parse_line(raw: bytes, expected: Document | Malformed | None) -> None:
+    parsed = parse_line(raw, 4)
+    if isinstance(expected, Malformed):
+        assert isinstance(parsed, Malformed)
+        assert (parsed.line, parsed.id) == (expected.line, expected.id)
+        assert parsed.reason.startswith(expected.reason)
+    else:
+        assert parsed == expected
+
+
+def test_parse_line_drops_a_byte_order_mark_on_line_1() -> None:
+    assert parse_line(b'\xef\xbb\xbf{"id": 1, "text": "t"}\n', 1) == Document(1, 1, "t")
+
+
+def test_scan_output(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    assert scan_output(path).done == set()
+    path.write_bytes(
+        b'{"id":"a","embedding":[1.0]}\n{"embedding": [2.0], "id": 3}\ngarbage\n\n{"id":"b","embe'
+    )
+    state = scan_output(path)
+    assert state.done == {'"a"', "3"}
+    assert (state.lines, state.unreadable) == (2, 1)
+    assert state.cut_bytes == len(b'{"id":"b","embe')
+    assert path.read_bytes().endswith(b"\n\n")
+
+
+def test_small_helpers(tmp_path: Path) -> None:
+    assert failures_path_for(Path("a/out.jsonl")) == Path("a/out.failures.jsonl")
+    assert failures_path_for(Path("out.txt")) == Path("out.txt.failures.jsonl")
+    assert is_local_url("http://127.0.0.1:4010/v1")
+    assert is_local_url("http://localhost:8000")
+    assert is_local_url("http://[::1]:80/v1")
+    assert not is_local_url("https://api.openai.com/v1")
+    assert not is_local_url(None)
+    path = tmp_path / "lines.txt"
+    path.write_bytes(b"a\nb\nc")
+    assert count_lines(path) == 3
+    path.write_bytes(b"a\nb\n")
+    assert count_lines(path) == 2
