@@ -25,6 +25,7 @@ from ._operations import (
     completion_text,
     decode_embeddings,
     prompt_messages,
+    send_embeddings_async,
     summary_messages,
 )
 from ._policy import AttemptDeadline, CallState, current_deadline, retrying_kwargs
@@ -209,11 +210,7 @@ class AsyncResilientClient(FacadeBase):
         """Embed one text (returns one vector) or a sequence of texts in one request (in order)."""
         request = EmbeddingRequest.build(texts, model=model or self.embedding_model, params=params)
 
-        async def create(client: AsyncOpenAI) -> bytes:
-            raw = await client.embeddings.with_raw_response.create(**request.kwargs)
-            return raw.content
-
-        body = await self._run("embeddings", create, deadline)
+        body = await self._run("embeddings", send_embeddings_async, deadline, request)
         vectors = decode_embeddings(body, len(request.inputs)).vectors
         return vectors[0] if request.single else vectors
 

@@ -24,7 +24,13 @@ from openai.types.chat import ChatCompletion
 from ._batch import BatchResult, PlannedRequest
 from ._exceptions import DeadlineExceeded
 from ._jobs import BatchFlow, Outcome, Rejected, Single, Tick, Unit, bisection_steps, summary_steps
-from ._operations import EmbeddingRequest, EmbeddingsPayload, completion_text, decode_embeddings
+from ._operations import (
+    EmbeddingRequest,
+    EmbeddingsPayload,
+    completion_text,
+    decode_embeddings,
+    send_embeddings_async,
+)
 from ._policy import current_deadline, retry_observer
 from ._progress import Progress
 from ._tokens import TokenCounter
@@ -186,12 +192,9 @@ async def embed_unit(
         spec = EmbeddingRequest.build(part.texts, model=model, params=params)
         state = client._call_state("embeddings", deadline)
 
-        async def create(official: AsyncOpenAI) -> bytes:
-            raw = await official.embeddings.with_raw_response.create(**spec.kwargs)
-            return raw.content
-
         try:
-            payload = await _decode(await client._execute(state, create), len(part))
+            body = await client._execute(state, send_embeddings_async, spec)
+            payload = await _decode(body, len(part))
         except Exception as error:
             attempts[id(part)] = state.attempts
             flow.sent(ok=False)

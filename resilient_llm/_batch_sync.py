@@ -20,7 +20,12 @@ from openai.types.chat import ChatCompletion
 
 from ._batch import BatchResult, PlannedRequest
 from ._jobs import BatchFlow, Outcome, Rejected, Single, Tick, Unit, bisection_steps, summary_steps
-from ._operations import EmbeddingRequest, completion_text, decode_embeddings
+from ._operations import (
+    EmbeddingRequest,
+    completion_text,
+    decode_embeddings,
+    send_embeddings,
+)
 from ._policy import current_cancel, current_deadline, retry_observer
 from ._progress import Progress
 from ._tokens import TokenCounter
@@ -205,11 +210,8 @@ def embed_unit(
         spec = EmbeddingRequest.build(part.texts, model=model, params=params)
         state = client._call_state("embeddings", deadline)
 
-        def create(official: OpenAI) -> bytes:
-            return official.embeddings.with_raw_response.create(**spec.kwargs).content
-
         try:
-            payload = decode_embeddings(client._execute(state, create), len(part))
+            payload = decode_embeddings(client._execute(state, send_embeddings, spec), len(part))
         except BatchCancelled:
             raise
         except Exception as error:

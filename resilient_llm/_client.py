@@ -30,6 +30,7 @@ from ._operations import (
     completion_text,
     decode_embeddings,
     prompt_messages,
+    send_embeddings,
     summary_messages,
 )
 from ._policy import CallState, current_deadline, retrying_kwargs
@@ -236,11 +237,7 @@ class ResilientClient(FacadeBase):
         """
         request = EmbeddingRequest.build(texts, model=model or self.embedding_model, params=params)
 
-        def create(client: OpenAI) -> bytes:
-            raw = client.embeddings.with_raw_response.create(**request.kwargs)
-            return raw.content
-
-        body = self._run("embeddings", create, deadline)
+        body = self._run("embeddings", send_embeddings, deadline, request)
         vectors = decode_embeddings(body, len(request.inputs)).vectors
         return vectors[0] if request.single else vectors
 

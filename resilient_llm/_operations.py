@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._exceptions import InvalidInput, ResilientLLMError
+from ._http import httpx
 
 __all__ = [
+    "send_embeddings",
+    "send_embeddings_async",
     "DEFAULT_SUMMARY_INSTRUCTIONS",
     "EmbeddingRequest",
     "EmbeddingsPayload",
@@ -122,6 +125,22 @@ class EmbeddingsPayload:
     total_tokens: int
 
 
+def send_embeddings(official: Any, request: EmbeddingRequest) -> bytes:
+    """POST one embeddings request with the official sync client; the raw response body."""
+    response = official.post(
+        "/embeddings", body=request.body, options=request.options, cast_to=httpx.Response
+    )
+    return bytes(response.content)
+
+
+async def send_embeddings_async(official: Any, request: EmbeddingRequest) -> bytes:
+    """The async twin of :func:`send_embeddings`."""
+    response = await official.post(
+        "/embeddings", body=request.body, options=request.options, cast_to=httpx.Response
+    )
+    return bytes(response.content)
+
+
 def _floats_from_base64(encoded: str) -> list[float]:
     values = array("f")
     values.frombytes(base64.b64decode(encoded))
@@ -163,13 +182,28 @@ def decode_embeddings(body: bytes | str, expected: int) -> EmbeddingsPayload:
     )
 
 
+# The official methods' per-request options, and their names in the low-level request options.
+_REQUEST_OPTIONS = {
+    "extra_headers": "headers",
+    "extra_query": "params",
+    "timeout": "timeout",
+    "extra_body": "",  # merged into the body
+}
+
+
 @dataclass(frozen=True, slots=True)
 class EmbeddingRequest:
-    """A validated ``embed`` call: one string, or a sequence of strings sent in one request."""
+    """A validated ``embed`` call: one string, or a sequence of strings sent in one request.
+
+    Sent with the official client's low-level ``post`` and read as raw bytes: the SDK's request
+    transformation walks every input through type introspection, and its response models cost
+    more than the vectors; skipping both is what makes batches faster than the raw client.
+    """
 
     inputs: list[str]
     single: bool
-    kwargs: dict[str, Any]
+    body: dict[str, Any]
+    options: dict[str, Any]
 
     @classmethod
     def build(cls, texts: object, *, model: str, params: Mapping[str, Any]) -> EmbeddingRequest:
@@ -195,5 +229,12 @@ class EmbeddingRequest:
         encoding = params.get("encoding_format", "base64")
         if encoding not in ("base64", "float"):
             raise ValueError(f"encoding_format must be 'float' or 'base64', got {encoding!r}")
-        kwargs = {**params, "model": model, "input": inputs, "encoding_format": encoding}
-        return cls(inputs=inputs, single=single, kwargs=kwargs)
+        body = {key: value for key, value in params.items() if key not in _REQUEST_OPTIONS}
+        body.update(params.get("extra_body") or {})
+        body.update(model=model, input=inputs, encoding_format=encoding)
+        options = {
+            option: params[key]
+            for key, option in _REQUEST_OPTIONS.items()
+            if params.get(key) is not None and option
+        }
+        return cls(inputs=inputs, single=single, body=body, options=options)
