@@ -1,8 +1,8 @@
 """Batches in the async facade: an anyio task group bounded by a capacity limiter.
 
 The twin of :mod:`._batch_sync`: the same units, steps and accounting from :mod:`._jobs`, carried
-out with ``await``. The event loop is never blocked for long: planning yields to it every few
-hundred inputs, and large responses are decoded in a worker thread.
+out with ``await``. The event loop is never blocked for long: planning (reading the inputs,
+counting tokens) runs in a worker thread, one unit at a time, and so does decoding large responses.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from openai.types.chat import ChatCompletion
 
 from ._batch import BatchResult, PlannedRequest
 from ._exceptions import DeadlineExceeded
-from ._jobs import BatchFlow, Outcome, Rejected, Single, Tick, Unit, bisection_steps, summary_steps
+from ._jobs import BatchFlow, Outcome, Rejected, Single, Unit, bisection_steps, summary_steps
 from ._operations import (
     EmbeddingRequest,
     EmbeddingsPayload,
@@ -56,7 +56,7 @@ class AsyncBatchStream(Generic[T]):
 
     def __init__(
         self,
-        units: Iterator[Unit | Tick],
+        units: Iterator[Unit],
         execute: Callable[[Any], Awaitable[list[Outcome]]],
         flow: BatchFlow[T],
         progress: Progress,
@@ -123,10 +123,13 @@ class AsyncBatchStream(Generic[T]):
         flow = self._flow
         limiter = anyio.CapacityLimiter(flow.adaptive.limit)
         async with send, anyio.create_task_group() as workers:
-            for unit in self._units:
-                if isinstance(unit, Tick):
-                    await anyio.lowlevel.checkpoint()
-                elif isinstance(unit, Rejected):
+            while True:
+                # Planning reads the user's iterable and counts tokens: CPU work proportional to
+                # the batch, done in a worker thread so the event loop stays responsive.
+                unit = await anyio.to_thread.run_sync(next, self._units, None)
+                if unit is None:
+                    break
+                if isinstance(unit, Rejected):
                     await send.send([flow.reject(unit)])
                 elif flow.fatal is not None:
                     await send.send(flow.fail_unsent(unit))

@@ -6,6 +6,7 @@ every input is accounted for come from :mod:`._jobs` and :mod:`._batch`.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import threading
@@ -19,7 +20,7 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletion
 
 from ._batch import BatchResult, PlannedRequest
-from ._jobs import BatchFlow, Outcome, Rejected, Single, Tick, Unit, bisection_steps, summary_steps
+from ._jobs import BatchFlow, Outcome, Rejected, Single, Unit, bisection_steps, summary_steps
 from ._operations import (
     EmbeddingRequest,
     completion_text,
@@ -33,7 +34,7 @@ from ._tokens import TokenCounter
 if TYPE_CHECKING:
     from ._client import ResilientClient
 
-__all__ = ["BatchStream", "run_units"]
+__all__ = ["BatchStream", "WorkerThreads", "run_units"]
 
 logger = logging.getLogger("resilient_llm")
 
@@ -131,31 +132,76 @@ def _work(
         raise
 
 
+class WorkerThreads:
+    """A client's batch threads, kept between batches.
+
+    Each thread keeps its own official client, so its connections are reused by the next batch
+    instead of being dialled again. A batch that asks for more concurrency than the client's
+    default gets threads of its own for its duration.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._shared: ThreadPoolExecutor | None = None
+
+    def _shared_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._shared is None:
+                self._shared = ThreadPoolExecutor(
+                    max_workers=self._size, thread_name_prefix="resilient_llm-batch"
+                )
+            return self._shared
+
+    @contextlib.contextmanager
+    def lease(self, workers: int) -> Iterator[ThreadPoolExecutor]:
+        if workers <= self._size:
+            yield self._shared_pool()
+            return
+        own = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resilient_llm-batch")
+        try:
+            yield own
+        finally:
+            own.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        with self._lock:
+            shared, self._shared = self._shared, None
+        if shared is not None:
+            shared.shutdown(wait=False, cancel_futures=True)
+
+
 def run_units(
-    units: Iterator[Unit | Tick],
+    units: Iterator[Unit],
     execute: Callable[[Any], list[Outcome]],
     flow: BatchFlow[Any],
     progress: Progress,
+    workers: WorkerThreads,
 ) -> Iterator[Outcome]:
     """Run units on at most ``flow.adaptive.limit`` threads; yield outcomes as they finish.
 
     Reads ``units`` lazily: no more than the concurrency bound of units is held at once.
     """
+    with workers.lease(flow.adaptive.maximum) as pool:
+        yield from _run_on(pool, units, execute, flow, progress)
+
+
+def _run_on(
+    pool: ThreadPoolExecutor,
+    units: Iterator[Unit],
+    execute: Callable[[Any], list[Outcome]],
+    flow: BatchFlow[Any],
+    progress: Progress,
+) -> Iterator[Outcome]:
     cancel = threading.Event()
-    pool = ThreadPoolExecutor(
-        max_workers=flow.adaptive.maximum, thread_name_prefix="resilient_llm-batch"
-    )
     in_flight: set[Future[list[Outcome]]] = set()
     exhausted = False
-    clean = False
     try:
         while True:
             while not exhausted and len(in_flight) < flow.adaptive.limit:
                 unit = next(units, None)
                 if unit is None:
                     exhausted = True
-                elif isinstance(unit, Tick):
-                    continue
                 elif isinstance(unit, Rejected):
                     outcome = flow.reject(unit)
                     progress.advance(1, flow.accountant.total)
@@ -175,12 +221,12 @@ def run_units(
                 outcomes = future.result()
                 progress.advance(len(outcomes), flow.accountant.total)
                 yield from outcomes
-        clean = True
     finally:
-        cancel.set()
         # On Ctrl-C or an early exit, do not wait for requests in flight: they see ``cancel``
         # between socket reads and stop within a fraction of a second on their own.
-        pool.shutdown(wait=clean, cancel_futures=True)
+        cancel.set()
+        for future in in_flight:
+            future.cancel()
 
 
 # -- units of work -----------------------------------------------------------------------------

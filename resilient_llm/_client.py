@@ -14,6 +14,7 @@ from openai.types.chat import ChatCompletion
 from ._batch import BatchResult, PlannedRequest
 from ._batch_sync import (
     BatchStream,
+    WorkerThreads,
     cancellable_sleep,
     embed_unit,
     map_unit,
@@ -83,6 +84,7 @@ class ResilientClient(FacadeBase):
 
     def _setup(self) -> None:
         self._clients = ThreadClients(self._make_openai)
+        self._workers = WorkerThreads(self.max_concurrency)
 
     def _make_openai(self) -> OpenAI:
         http_client = build_sync_http_client(self.timeouts)
@@ -360,7 +362,7 @@ class ResilientClient(FacadeBase):
         def execute(request: PlannedRequest) -> list[Outcome]:
             return embed_unit(self, request, flow, model=model, deadline=deadline, params=params)
 
-        return BatchStream(run_units(units, execute, flow, bar), flow, bar)
+        return BatchStream(run_units(units, execute, flow, bar, self._workers), flow, bar)
 
     def iter_summarize_batch(
         self,
@@ -448,7 +450,9 @@ class ResilientClient(FacadeBase):
             )
 
         return BatchStream(
-            run_units(job.units, execute, job.flow, job.progress), job.flow, job.progress
+            run_units(job.units, execute, job.flow, job.progress, self._workers),
+            job.flow,
+            job.progress,
         )
 
     def map(
@@ -479,12 +483,13 @@ class ResilientClient(FacadeBase):
         def execute(unit: Single) -> list[Outcome]:
             return map_unit(fn, unit, flow, deadline_per_item=limit)
 
-        return _drain(BatchStream(run_units(units, execute, flow, bar), flow, bar))
+        return _drain(BatchStream(run_units(units, execute, flow, bar, self._workers), flow, bar))
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def close(self) -> None:
         """Close every thread's official client and its connections."""
+        self._workers.close()
         self._clients.close()
 
     def __enter__(self) -> ResilientClient:

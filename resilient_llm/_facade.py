@@ -23,7 +23,6 @@ from ._jobs import (
     BatchFlow,
     Rejected,
     Single,
-    Tick,
     Unit,
     embedding_units,
     item_units,
@@ -105,7 +104,7 @@ class BatchJobs:
         progress: bool,
         on_progress: ProgressCallback | None,
         keep_values: bool,
-    ) -> tuple[BatchFlow[list[float]], Iterator[Unit | Tick], Progress, str]:
+    ) -> tuple[BatchFlow[list[float]], Iterator[Unit], Progress, str]:
         source = _check_iterable(texts, "texts")
         chosen = _check_model(model or self.embedding_model)
         size = validate_batch_size(MAX_BATCH_SIZE if batch_size is None else batch_size)

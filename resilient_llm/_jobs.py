@@ -44,7 +44,6 @@ __all__ = [
     "Rejected",
     "Single",
     "SummaryStep",
-    "Tick",
     "Unit",
     "bisection_steps",
     "embedding_units",
@@ -57,9 +56,6 @@ T = TypeVar("T")
 
 #: Per-input limit of OpenAI's embedding models.
 MAX_EMBEDDING_INPUT_TOKENS = 8191
-# The planners yield a Tick this often so that the async shell can let other tasks run while
-# it reads and counts a long input.
-TICK_EVERY = 256
 
 Outcome = tuple[int, Any]
 """``(index, value)`` for a success, ``(index, ItemFailure)`` for a failure."""
@@ -83,12 +79,6 @@ class Rejected:
     raw: object
 
 
-class Tick:
-    """A moment for the async shell to yield to its event loop while planning."""
-
-
-TICK = Tick()
-
 Unit = PlannedRequest | Single | Rejected
 
 
@@ -101,10 +91,10 @@ def embedding_units(
     max_request_tokens: int,
     too_long: TooLong,
     max_item_tokens: int = MAX_EMBEDDING_INPUT_TOKENS,
-) -> Iterator[Unit | Tick]:
+) -> Iterator[Unit]:
     """Read ``texts`` lazily into embeddings requests within both API limits."""
     planner = RequestPlanner(batch_size=batch_size, max_request_tokens=max_request_tokens)
-    for position, raw in enumerate(texts, start=1):
+    for raw in texts:
         index = accountant.expect(1)
         try:
             item = prepare_item(
@@ -116,8 +106,6 @@ def embedding_units(
         request = planner.add(item)
         if request is not None:
             yield request
-        elif position % TICK_EVERY == 0:
-            yield TICK
     last = planner.flush()
     if last is not None:
         yield last
