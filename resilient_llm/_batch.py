@@ -67,6 +67,7 @@ __all__ = [
     "preview",
     "text_chunks",
     "validate_batch_size",
+    "validate_positive_int",
     "validate_too_long",
 ]
 
@@ -593,7 +594,7 @@ def validate_batch_size(value: object, name: str = "batch_size") -> int:
     return value
 
 
-def _validate_positive_int(value: object, name: str) -> int:
+def validate_positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < 1:
@@ -624,7 +625,7 @@ def prepare_item(
         ValueError: ``too_long`` or ``max_item_tokens`` is invalid.
     """
     mode = validate_too_long(too_long)
-    _validate_positive_int(max_item_tokens, "max_item_tokens")
+    validate_positive_int(max_item_tokens, "max_item_tokens")
     if not isinstance(raw, str):
         kind = type(raw).__name__
         if isinstance(raw, (bytes, bytearray, memoryview)):
@@ -730,7 +731,7 @@ class RequestPlanner:
         self, batch_size: int = MAX_BATCH_SIZE, max_request_tokens: int = MAX_REQUEST_TOKENS
     ) -> None:
         self.batch_size = validate_batch_size(batch_size)
-        self.max_request_tokens = _validate_positive_int(max_request_tokens, "max_request_tokens")
+        self.max_request_tokens = validate_positive_int(max_request_tokens, "max_request_tokens")
         self._items: list[Item] = []
         self._tokens = 0
 

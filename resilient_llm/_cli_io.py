@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import threading
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -30,7 +28,6 @@ __all__ = [
     "id_key",
     "is_local_url",
     "parse_line",
-    "read_documents",
     "scan_output",
 ]
 
@@ -117,14 +114,6 @@ def parse_line(raw: bytes, line: int) -> Document | Malformed | None:
     if "text" not in record:
         return Malformed(line, 'JSON object without a "text" key', ident)
     return Document(line, ident, record["text"])
-
-
-def read_documents(stream: IO[bytes]) -> Iterator[Document | Malformed]:
-    """Yield each non-blank line of ``stream`` as a document or a malformed line, lazily."""
-    for number, raw in enumerate(stream, start=1):
-        parsed = parse_line(raw, number)
-        if parsed is not None:
-            yield parsed
 
 
 def count_lines(path: Path) -> int:
@@ -245,8 +234,8 @@ def scan_output(path: Path, *, repair: bool = True) -> ResumeState:
 class JsonlWriter:
     """Appends one JSON object per line, each line written whole and flushed at once.
 
-    Thread-safe: the reader thread records malformed lines while the main thread records results.
-    The file is opened on the first write, so a run without failures leaves no failures file.
+    Thread-safe. The file is opened on the first write (or by :meth:`open`), so a run without
+    failures leaves no failures file.
 
     Args:
         path: the file.
@@ -260,26 +249,28 @@ class JsonlWriter:
         self._lock = threading.Lock()
         self.written = 0
 
+    def open(self) -> None:
+        """Open (and create) the file now.
+
+        Raises:
+            OSError: it cannot be opened for writing.
+        """
+        with self._lock:
+            self._open()
+
+    def _open(self) -> IO[bytes]:
+        if self._file is None:
+            self._file = self.path.open("wb" if self._truncate else "ab")
+        return self._file
+
     def write(self, record: dict[str, object]) -> None:
         data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
         with self._lock:
-            if self._file is None:
-                self._file = self.path.open("wb" if self._truncate else "ab")
-            self._file.write(data)
+            file = self._open()
+            file.write(data)
             # One line at a time reaches the OS: a crash loses at most the line being written.
-            self._file.flush()
+            file.flush()
             self.written += 1
-
-    def write_all(self, records: Iterable[dict[str, object]]) -> None:
-        for record in records:
-            self.write(record)
-
-    def sync(self) -> None:
-        """Ask the OS to put what was written on disk."""
-        with self._lock:
-            if self._file is not None:
-                self._file.flush()
-                os.fsync(self._file.fileno())
 
     def close(self) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ from openai.types.chat import ChatCompletion
 
 from ._batch import BatchResult, PlannedRequest
 from ._batch_sync import (
+    BatchCancelled,
     BatchStream,
     WorkerThreads,
     cancellable_sleep,
@@ -34,7 +35,7 @@ from ._operations import (
     send_embeddings,
     summary_messages,
 )
-from ._policy import CallState, current_deadline, retrying_kwargs
+from ._policy import CallState, current_cancel, current_deadline, retrying_kwargs
 from ._progress import ProgressCallback
 
 __all__ = ["ResilientClient"]
@@ -142,6 +143,10 @@ class ResilientClient(FacadeBase):
         return result
 
     def _before_sleep(self, state: CallState, retry_state: tenacity.RetryCallState) -> None:
+        cancel = current_cancel.get()
+        if cancel is not None and cancel.is_set():
+            # The batch was abandoned and its requests cut: no retry, and nothing to report.
+            raise BatchCancelled
         details = self._retry_details(state, retry_state)
         if details is not None and self._on_retry is not None:
             try:

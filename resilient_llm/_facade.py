@@ -16,7 +16,13 @@ import openai.resources.chat.chat
 import openai.resources.chat.completions.completions
 import openai.resources.embeddings
 
-from ._batch import MAX_BATCH_SIZE, MAX_REQUEST_TOKENS, validate_batch_size, validate_too_long
+from ._batch import (
+    MAX_BATCH_SIZE,
+    MAX_REQUEST_TOKENS,
+    validate_batch_size,
+    validate_positive_int,
+    validate_too_long,
+)
 from ._config import RetryPolicy, Timeouts, TimeoutsLike, check_deadline, check_positive
 from ._http import prepare_tls, to_native_timeout
 from ._jobs import (
@@ -85,11 +91,7 @@ class BatchJobs:
     def _concurrency(self, value: int | None) -> int:
         if value is None:
             return self.max_concurrency
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"max_concurrency must be an int, not {type(value).__name__}")
-        if value < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {value}")
-        return value
+        return validate_positive_int(value, "max_concurrency")
 
     def _embedding_job(
         self,
@@ -255,10 +257,7 @@ class FacadeBase(BatchJobs):
             raise TypeError(f"project must be a str, not {type(project).__name__}")
         if default_headers is not None and not isinstance(default_headers, Mapping):
             raise TypeError("default_headers must be a mapping of header names to values")
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
-            raise TypeError(f"max_concurrency must be an int, not {type(max_concurrency).__name__}")
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        validate_positive_int(max_concurrency, "max_concurrency")
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise TypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         _check_callable("openai_factory", openai_factory)

@@ -7,6 +7,10 @@
     resilient-llm mock-server [options]           the testing kit's loopback server
     resilient-llm demo                            a batch against a misbehaving local server
 
+Results are appended to OUT as they finish and failures to OUT's ``.failures.jsonl``; a re-run
+skips the ids already in OUT, so Ctrl-C, SIGTERM or a crash loses nothing. Memory holds the
+batch's bounded window and one set of the ids read (to skip done ones and refuse duplicates).
+
 Exit status: 0 every input succeeded; 1 the batch stopped on an error every request would meet
 (a bad key, an unknown model, no quota); 2 usage error; 3 some inputs failed (see the failures
 file); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). This is the only module of the
@@ -28,9 +32,9 @@ import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from ._batch import ItemFailure
+from ._batch import MAX_BATCH_SIZE, ItemFailure
 from ._batch_sync import BatchStream
 from ._cli_io import (
     Document,
@@ -44,7 +48,12 @@ from ._cli_io import (
     scan_output,
 )
 from ._client import ResilientClient
+from ._config import RetryPolicy, Timeouts
+from ._exceptions import DeadlineExceeded
 from ._policy import RetryDetails
+
+if TYPE_CHECKING:
+    from .testing import MockOpenAIServer
 from ._version import __version__
 
 __all__ = ["main"]
@@ -89,6 +98,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _batch_size(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"at most {MAX_BATCH_SIZE} (the API's limit), got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -120,23 +136,33 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="skip ids already in OUT (default); --no-resume starts OUT afresh",
     )
-    parser.add_argument("--model", help="model name (default: the library's)")
+    parser.add_argument("--model", metavar="NAME", help="model name (default: the library's)")
     parser.add_argument(
         "--base-url",
+        metavar="URL",
         help="OpenAI-compatible API (default: $OPENAI_BASE_URL, then OpenAI). The key is read "
         "from $OPENAI_API_KEY only; a loopback URL needs none",
     )
     parser.add_argument(
-        "--concurrency", type=_positive_int, default=8, help="requests in flight (default: 8)"
+        "--concurrency",
+        metavar="N",
+        type=_positive_int,
+        default=8,
+        help="requests in flight (default: 8)",
     )
     parser.add_argument(
         "--deadline",
+        metavar="SECONDS",
         type=_positive_float,
         default=120.0,
         help="wall-clock seconds per request, retries included (default: 120)",
     )
-    parser.add_argument("--rpm", type=_positive_int, help="client-side requests per minute")
-    parser.add_argument("--tpm", type=_positive_int, help="client-side tokens per minute")
+    parser.add_argument(
+        "--rpm", metavar="N", type=_positive_int, help="client-side requests per minute"
+    )
+    parser.add_argument(
+        "--tpm", metavar="N", type=_positive_int, help="client-side tokens per minute"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "-v",
@@ -166,9 +192,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_job_options(embed)
     embed.add_argument(
-        "--batch-size", type=_positive_int, help="inputs per request (default and cap: 2048)"
+        "--batch-size",
+        metavar="N",
+        type=_batch_size,
+        help="inputs per request (default and cap: 2048)",
     )
-    embed.add_argument("--dimensions", type=_positive_int, help="vector size (text-embedding-3)")
+    embed.add_argument(
+        "--dimensions", metavar="N", type=_positive_int, help="vector size (text-embedding-3)"
+    )
     embed.add_argument(
         "--too-long",
         choices=("fail", "truncate"),
@@ -182,8 +213,12 @@ def _build_parser() -> argparse.ArgumentParser:
         description='Summarise every text of IN; write {"id", "summary"} lines to OUT.',
     )
     _add_job_options(summarize)
-    summarize.add_argument("--instructions", help="replace the default summary instructions")
-    summarize.add_argument("--max-words", type=_positive_int, help="summary length bound")
+    summarize.add_argument(
+        "--instructions", metavar="TEXT", help="replace the default summary instructions"
+    )
+    summarize.add_argument(
+        "--max-words", metavar="N", type=_positive_int, help="summary length bound"
+    )
 
     commands.add_parser(
         "mock-server",
@@ -226,6 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         _err(f"resilient-llm {args.command}: {exc}")
         return EXIT_USAGE
+    except KeyboardInterrupt:  # before the job started, or during the demo: nothing to save
+        _err(f"resilient-llm {args.command}: interrupted")
+        return EXIT_INTERRUPTED
 
 
 # --- signals --------------------------------------------------------------------------------
@@ -293,7 +331,7 @@ def _route_logs(console: _Console, verbosity: int) -> Iterator[None]:
 
 @dataclass
 class _Tally:
-    """Counts of one run. Reader-side fields are written by the thread reading the input."""
+    """Counts of one run."""
 
     lines: int = 0  # non-blank lines read
     blank: int = 0
@@ -361,8 +399,9 @@ def _open_input(name: str) -> tuple[IO[bytes], int | None, bool]:
 def _check_output(args: argparse.Namespace) -> tuple[Path, Path]:
     output = Path(args.output)
     failures = Path(args.failures) if args.failures else failures_path_for(output)
-    if not output.parent.is_dir():
-        raise UsageError(f"the folder of OUT does not exist: {output.parent}")
+    for path, name in ((output, "OUT"), (failures, "the failures file")):
+        if not path.parent.is_dir():
+            raise UsageError(f"the folder of {name} does not exist: {path.parent}")
     if output.is_dir():
         raise UsageError(f"OUT is a folder: {output}")
     if args.input != "-":
@@ -418,6 +457,10 @@ def _process(
     # Failures of an earlier run are retried now; the file is rewritten with this run's.
     failures_path.unlink(missing_ok=True)
     results = JsonlWriter(output)
+    try:
+        results.open()  # a file that cannot be written fails now, not after an hour of work
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
     failures = JsonlWriter(failures_path)
     tally = _Tally()
     seen: set[str] = set()
@@ -486,7 +529,9 @@ def _process(
                     if isinstance(outcome, ItemFailure):
                         tally.failed += 1
                         failures.write(_failure_record(ident, line, outcome))
-                        if outcome.error_type in _FATAL_ERRORS:
+                        if bar is not None:
+                            bar.set_postfix(failed=tally.failed + tally.malformed, refresh=False)
+                        if _is_fatal(outcome):
                             fatal = f"{outcome.error_type}: {outcome.message}"
                             break
                     else:
@@ -527,6 +572,13 @@ def _process(
     if fatal is not None:
         return EXIT_FATAL
     return EXIT_FAILURES if tally.failed or tally.malformed else EXIT_OK
+
+
+def _is_fatal(failure: ItemFailure) -> bool:
+    """An error every further request would meet, so reading on would only fail every line."""
+    if failure.error_type in _FATAL_ERRORS:
+        return True
+    return failure.status == 429 and "quota" in failure.message.lower()
 
 
 def _failure_record(ident: object, line: int, failure: ItemFailure) -> dict[str, object]:
@@ -647,73 +699,74 @@ def _demo_texts() -> list[str]:
 
 
 def _describe_retry(details: RetryDetails) -> str:
-    error = details.error
-    headers = getattr(getattr(error, "response", None), "headers", None) or {}
+    headers = getattr(getattr(details.error, "response", None), "headers", None) or {}
+    asked = next(
+        (
+            f"{name}: {headers[name]}"
+            for name in ("retry-after-ms", "retry-after")
+            if name in headers
+        ),
+        None,
+    )
     if details.status == 429:
-        asked = headers.get("retry-after-ms")
-        header = (
-            f"retry-after-ms: {asked}" if asked else f"Retry-After: {headers.get('retry-after')}"
-        )
-        why = f"HTTP 429 rate limit ({header}) -> waited {details.sleep:.2f} s as the server asked"
+        what = "HTTP 429 rate limit"
     elif details.status is not None:
-        why = f"HTTP {details.status} {details.error_type} -> backed off {details.sleep:.2f} s"
+        what = f"HTTP {details.status} {details.error_type}"
     elif details.error_type == "APITimeoutError":
-        why = (
-            f"no answer within the {_DEMO_READ_TIMEOUT:g} s read timeout (a hung request) "
-            f"-> backed off {details.sleep:.2f} s"
-        )
+        what = f"no answer within the {_DEMO_READ_TIMEOUT:g} s read timeout (a hung request)"
     else:
-        why = f"{details.error_type} (connection reset) -> backed off {details.sleep:.2f} s"
-    return f"{details.operation} attempt {details.attempt}: {why}, retried"
+        what = f"{details.error_type} (connection reset)"
+    wait = (
+        f"waited {details.sleep:.2f} s as the server asked ({asked})"
+        if asked
+        else f"backed off {details.sleep:.2f} s"
+    )
+    return f"{details.operation} attempt {details.attempt}: {what} -> {wait}, retried"
 
 
-def _demo() -> int:
-    from ._config import RetryPolicy, Timeouts
-    from ._exceptions import DeadlineExceeded
-    from .testing import Fault, MockOpenAIServer
+_NOTES = (
+    "The Q3 planning meeting agreed to ship the importer in October and to hire two support "
+    "engineers before the holiday peak.",
+    "Customer reports that exports time out for files over 2 GB; the workaround is to split "
+    "the export by month until the fix is released.",
+    "Release 4.2 adds single sign-on, fixes the calendar sync bug, and drops support for the "
+    "legacy v1 API.",
+    "The incident on Tuesday was caused by an expired certificate on the EU gateway; renewal "
+    "is now automated.",
+    "Survey results: users like the new dashboard but find the export settings hard to discover.",
+)
 
-    retries: list[RetryDetails] = []
-    lock = threading.Lock()
 
-    def on_retry(details: RetryDetails) -> None:
-        with lock:
-            retries.append(details)
+class _Demo:
+    """The three acts of ``resilient-llm demo``, and the check that the accounting adds up."""
 
-    def take_retries() -> list[RetryDetails]:
-        with lock:
-            taken = list(retries)
-            retries.clear()
+    def __init__(self, server: MockOpenAIServer, out: IO[str]) -> None:
+        self.server = server
+        self.out = out
+        self.problems: list[str] = []
+        self._retries: list[RetryDetails] = []
+        self._lock = threading.Lock()
+
+    def on_retry(self, details: RetryDetails) -> None:
+        with self._lock:
+            self._retries.append(details)
+
+    def take_retries(self) -> list[RetryDetails]:
+        with self._lock:
+            taken, self._retries = self._retries, []
         return taken
 
-    problems: list[str] = []
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
 
-    def check(condition: bool, what: str) -> None:
+    def check(self, condition: bool, what: str) -> None:
         if not condition:
-            problems.append(what)
+            self.problems.append(what)
 
-    out = sys.stdout
-    started = time.monotonic()
-    with (
-        _route_logs(_Console(), 0),
-        MockOpenAIServer(latency=(0.002, 0.01), seed=5) as server,
-        ResilientClient(
-            api_key="sk-demo-no-key-needed",
-            base_url=server.base_url,
-            timeouts=Timeouts(connect=2.0, read=_DEMO_READ_TIMEOUT, write=2.0, pool=2.0),
-            deadline=10.0,
-            retry=RetryPolicy(max_attempts=5, base_delay=0.05, max_delay=0.5),
-            max_concurrency=8,
-            on_retry=on_retry,
-        ) as client,
-    ):
-        print(
-            "resilient-llm demo: no API key, no network. A local OpenAI-compatible server\n"
-            f"({server.base_url}) fails on purpose; the library has to cope.\n",
-            file=out,
-        )
+    def embed(self, client: ResilientClient) -> None:
+        from .testing import Fault
 
-        # 1. An embedding batch through scripted faults and one poisoned input.
-        embed_faults = [
+        faults = [
             Fault.status(429, retry_after=1),
             Fault.status(500),
             Fault.reset(),
@@ -721,139 +774,142 @@ def _demo() -> int:
             Fault.hang(),
             Fault.status(503),
         ]
-        server.script(*embed_faults, path="/v1/embeddings")
-        print(
+        self.server.script(*faults, path="/v1/embeddings")
+        self.say(
             f"1. Embedding {_DEMO_TEXTS} texts, {_DEMO_BATCH} per request, at most 8 requests at "
             "a time.\n"
             "   Injected: 2 x HTTP 429 (Retry-After: 1 and retry-after-ms: 250), 1 x 500, "
             "1 x 503,\n"
-            "   1 connection reset, 1 request that never answers; and text "
-            f'#{_DEMO_POISON} contains "POISON",\n'
-            "   which the server rejects with HTTP 400.",
-            file=out,
+            f"   1 connection reset, 1 request that never answers; and text #{_DEMO_POISON} "
+            'contains "POISON",\n'
+            "   which the server rejects with HTTP 400."
         )
-        embedded = client.embed_batch(_demo_texts(), batch_size=_DEMO_BATCH)
-        seen = take_retries()
-        stats = embedded.stats
-        print(f"   Retried and recovered ({len(seen)}):", file=out)
-        for details in sorted(seen, key=lambda d: (d.status or 0, d.error_type)):
-            print(f"     - {_describe_retry(details)}", file=out)
-        print(f"   Failed ({stats.failed}):", file=out)
-        for failure in embedded.failures:
+        result = client.embed_batch(_demo_texts(), batch_size=_DEMO_BATCH)
+        retried = self.take_retries()
+        self.say(f"   Retried and recovered ({len(retried)}):")
+        for details in sorted(retried, key=lambda d: (d.status or 0, d.error_type)):
+            self.say(f"     - {_describe_retry(details)}")
+        stats = result.stats
+        self.say(f"   Failed ({stats.failed}):")
+        for failure in result.failures:
             status = f" (HTTP {failure.status})" if failure.status is not None else ""
-            print(
+            self.say(
                 f"     - item {failure.index}: {failure.error_type}{status}: "
                 f"{failure.message[:90]}\n"
-                f"       input: {failure.preview!r}",
-                file=out,
+                f"       input: {failure.preview!r}"
             )
         if stats.bisections:
-            print(
+            self.say(
                 f"     The request holding item {_DEMO_POISON} was split in halves "
                 f"{stats.bisections} times to isolate it;\n"
-                f"     the other {_DEMO_BATCH - 1} texts of that request were embedded.",
-                file=out,
+                f"     the other {_DEMO_BATCH - 1} texts of that request were embedded."
             )
-        print(
+        self.say(
             f"   Accounting: {stats.succeeded} embedded + {stats.failed} failed = {stats.total} "
-            f"inputs, each exactly once;\n"
+            "inputs, each exactly once;\n"
             f"   {stats.requests} requests, {stats.retries} retries ({stats.rate_limited} "
-            f"rate-limited, {stats.timeouts} timed out), {stats.elapsed:.2f} s.\n",
-            file=out,
+            f"rate-limited, {stats.timeouts} timed out), {stats.elapsed:.2f} s.\n"
         )
-        check(stats.total == _DEMO_TEXTS, f"embed: {stats.total} inputs counted")
-        check(
-            [(f.index, f.status) for f in embedded.failures] == [(_DEMO_POISON, 400)],
+        self.check(stats.total == _DEMO_TEXTS, f"embed: {stats.total} inputs counted")
+        self.check(
+            [(f.index, f.status) for f in result.failures] == [(_DEMO_POISON, 400)],
             "embed: the poisoned text should be the only failure, with HTTP 400",
         )
-        check(
-            all(v is not None for i, v in enumerate(embedded.values) if i != _DEMO_POISON),
+        self.check(
+            all(v is not None for i, v in enumerate(result.values) if i != _DEMO_POISON),
             "embed: every other text should have a vector",
         )
-        check(
-            (stats.retries, stats.rate_limited, stats.timeouts) == (len(embed_faults), 2, 1),
-            f"embed: expected {len(embed_faults)} retries (2 rate-limited, 1 timeout), got "
-            f"{stats.retries} ({stats.rate_limited}, {stats.timeouts})",
-        )
+        expected = (len(faults), 2, 1)
+        got = (stats.retries, stats.rate_limited, stats.timeouts)
+        self.check(got == expected, f"embed: (retries, 429s, timeouts) {got}, not {expected}")
 
-        # 2. A small summary batch.
-        notes = [
-            "The Q3 planning meeting agreed to ship the importer in October and to hire two "
-            "support engineers before the holiday peak.",
-            "Customer reports that exports time out for files over 2 GB; the workaround is to "
-            "split the export by month until the fix is released.",
-            "Release 4.2 adds single sign-on, fixes the calendar sync bug, and drops support "
-            "for the legacy v1 API.",
-            "The incident on Tuesday was caused by an expired certificate on the EU gateway; "
-            "renewal is now automated.",
-            "Survey results: users like the new dashboard but find the export settings hard "
-            "to discover.",
-        ]
-        summary_faults = [Fault.status(503, retry_after_ms=200), Fault.status(502)]
-        server.script(*summary_faults, path="/v1/chat/completions")
-        print(
-            f"2. Summarising {len(notes)} texts, one chat completion each. Injected: "
-            "1 x 503 (retry-after-ms: 200), 1 x 502.",
-            file=out,
-        )
-        summaries = client.summarize_batch(notes, max_words=20)
-        seen = take_retries()
-        for details in seen:
-            print(f"     - {_describe_retry(details)}", file=out)
-        for index, summary in summaries.succeeded():
-            print(f"     [{index}] {summary[:88]}", file=out)
-        s_stats = summaries.stats
-        print(
-            f"   Accounting: {s_stats.succeeded} summarised + {s_stats.failed} failed = "
-            f"{s_stats.total}; {s_stats.retries} retries, {s_stats.elapsed:.2f} s.\n",
-            file=out,
-        )
-        check(summaries.ok and s_stats.total == len(notes), "summarize: every text summarised")
-        check(s_stats.retries == len(summary_faults), f"summarize: {s_stats.retries} retries")
+    def summarize(self, client: ResilientClient) -> None:
+        from .testing import Fault
 
-        # 3. A call to a server that never answers, bounded by its deadline.
-        server.script(*[Fault.hang()] * 5, path="/v1/embeddings")
-        print(
+        faults = [Fault.status(503, retry_after_ms=200), Fault.status(502)]
+        self.server.script(*faults, path="/v1/chat/completions")
+        self.say(
+            f"2. Summarising {len(_NOTES)} texts, one chat completion each. Injected: "
+            "1 x 503 (retry-after-ms: 200), 1 x 502."
+        )
+        result = client.summarize_batch(_NOTES, max_words=20)
+        for details in self.take_retries():
+            self.say(f"     - {_describe_retry(details)}")
+        for index, summary in result.succeeded():
+            self.say(f"     [{index}] {summary[:88]}")
+        stats = result.stats
+        self.say(
+            f"   Accounting: {stats.succeeded} summarised + {stats.failed} failed = "
+            f"{stats.total}; {stats.retries} retries, {stats.elapsed:.2f} s.\n"
+        )
+        self.check(result.ok and stats.total == len(_NOTES), "summarize: every text summarised")
+        self.check(stats.retries == len(faults), f"summarize: {stats.retries} retries")
+
+    def deadline(self, client: ResilientClient) -> None:
+        from .testing import Fault
+
+        self.server.script(*[Fault.hang()] * 5, path="/v1/embeddings")
+        self.say(
             "3. One embedding call to a server that never answers, with "
-            f"deadline={_DEMO_DEADLINE:g} (seconds, retries included).",
-            file=out,
+            f"deadline={_DEMO_DEADLINE:g} (seconds, retries included)."
         )
-        call_started = time.monotonic()
+        started = time.monotonic()
         try:
             client.embed("does anybody hear me?", deadline=_DEMO_DEADLINE)
         except DeadlineExceeded as exc:
-            took = time.monotonic() - call_started
-            print(
+            took = time.monotonic() - started
+            self.say(
                 f"   DeadlineExceeded after {took:.2f} s: {exc}\n"
                 "   (the official client's defaults would wait up to 600 s per attempt, "
-                "3 attempts.)\n",
-                file=out,
+                "3 attempts.)\n"
             )
-            check(took < _DEMO_DEADLINE + 1.0, f"deadline: the call took {took:.2f} s")
+            self.check(took < _DEMO_DEADLINE + 1.0, f"deadline: the call took {took:.2f} s")
         else:
-            check(False, "deadline: the hung call should have raised DeadlineExceeded")
-        take_retries()
-        server.clear_faults()
-        injected = server.stats.faults_injected
+            self.check(False, "deadline: the hung call should have raised DeadlineExceeded")
+        self.take_retries()
+        self.server.clear_faults()
 
-    elapsed = time.monotonic() - started
-    expected_faults = {"status_429": 2, "status_500": 1, "status_503": 2, "status_502": 1}
-    for name, count in expected_faults.items():
-        check(injected.get(name) == count, f"server: {name} injected {injected.get(name)} times")
-    check(injected.get("reset") == 1, "server: one connection reset")
-    check((injected.get("hang") or 0) >= 2, "server: hung requests")
-    if problems:
-        print("The accounting does NOT match what was injected:", file=out)
-        for problem in problems:
-            print(f"  - {problem}", file=out)
+    def check_server(self) -> None:
+        injected = self.server.stats.faults_injected
+        expected = {"status_429": 2, "status_500": 1, "status_503": 2, "status_502": 1, "reset": 1}
+        for name, count in expected.items():
+            self.check(injected.get(name) == count, f"server: {name} x {injected.get(name)}")
+        self.check(injected.get("hang", 0) >= 3, "server: hung requests")
+
+
+def _demo() -> int:
+    from .testing import MockOpenAIServer
+
+    started = time.monotonic()
+    with _route_logs(_Console(), 0), MockOpenAIServer(latency=(0.002, 0.01), seed=5) as server:
+        demo = _Demo(server, sys.stdout)
+        client = ResilientClient(
+            api_key="sk-demo-no-key-needed",
+            base_url=server.base_url,
+            timeouts=Timeouts(connect=2.0, read=_DEMO_READ_TIMEOUT, write=2.0, pool=2.0),
+            deadline=10.0,
+            retry=RetryPolicy(max_attempts=5, base_delay=0.05, max_delay=0.5),
+            on_retry=demo.on_retry,
+        )
+        with client:
+            demo.say(
+                "resilient-llm demo: no API key, no network. A local OpenAI-compatible server\n"
+                f"({server.base_url}) fails on purpose; the library has to cope.\n"
+            )
+            demo.embed(client)
+            demo.summarize(client)
+            demo.deadline(client)
+        demo.check_server()
+    if demo.problems:
+        demo.say("The accounting does NOT match what was injected:")
+        for problem in demo.problems:
+            demo.say(f"  - {problem}")
         return EXIT_FATAL
-    print(
-        f"Every input is accounted for and the only failure is the one injected ({elapsed:.1f} s "
-        "in all).\n"
+    demo.say(
+        "Every input is accounted for and the only failure is the one injected "
+        f"({time.monotonic() - started:.1f} s in all).\n"
         "Next: export OPENAI_API_KEY=... and run\n"
         "  resilient-llm embed docs.jsonl -o vectors.jsonl     "
-        '(lines {"id": ..., "text": ...} or plain text)',
-        file=out,
-        flush=True,
+        '(lines {"id": ..., "text": ...} or plain text)'
     )
     return EXIT_OK

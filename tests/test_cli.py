@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from resilient_llm._cli_io import (
     scan_output,
 )
 from resilient_llm.cli import main
-from resilient_llm.testing import MockOpenAIServer, embedding_vector
+from resilient_llm.testing import Fault, MockOpenAIServer, embedding_vector
 
 from .conftest import TEST_KEY
 
@@ -65,12 +66,11 @@ def cli_env(*, key: str | None = TEST_KEY) -> dict[str, str]:
 
 
 def run_cli(
-    *args: str, key: str | None = TEST_KEY, stdin: str | None = None, timeout: float = 60
+    *args: str, key: str | None = TEST_KEY, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "resilient_llm", *args],
         env=cli_env(key=key),
-        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -199,7 +199,7 @@ def count_lines_safe(path: Path) -> int:
 
 
 def test_malformed_lines_are_reported_with_their_numbers_and_skipped(
-    server: MockOpenAIServer, tmp_path: Path
+    server: MockOpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = tmp_path / "in.txt"
     source.write_bytes(
@@ -214,12 +214,13 @@ def test_malformed_lines_are_reported_with_their_numbers_and_skipped(
     )
     out = tmp_path / "out.jsonl"
 
-    done = run_cli("embed", str(source), "-o", str(out), "--base-url", server.base_url)
+    code = main(["embed", str(source), "-o", str(out), "--base-url", server.base_url])
 
-    assert done.returncode == 3
+    assert code == 3
+    err = capsys.readouterr().err
     for number in (3, 5, 6, 7):
-        assert f"line {number}:" in done.stderr
-    assert "line 4:" not in done.stderr
+        assert f"line {number}:" in err
+    assert "line 4:" not in err
     assert {row["id"] for row in read_jsonl(out)} == {"a", 2, "d"}
     failed = read_jsonl(failures_path_for(out))
     assert [(f["line"], f["error_type"]) for f in failed] == [
@@ -231,16 +232,18 @@ def test_malformed_lines_are_reported_with_their_numbers_and_skipped(
     assert [f["id"] for f in failed] == [None, "c", None, "a"]
 
 
-def test_stdin_summarize(server: MockOpenAIServer, tmp_path: Path) -> None:
+def test_stdin_summarize(
+    server: MockOpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "summaries.jsonl"
-    text = "first document to summarise\nsecond document, a little longer than the first\n"
+    text = b"first document to summarise\nsecond document, a little longer than the first\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text)))
 
-    done = run_cli(
-        "summarize", "-", "-o", str(out), "--base-url", server.base_url, "--max-words", "10",
-        stdin=text,
-    )  # fmt: skip
+    code = main(
+        ["summarize", "-", "-o", str(out), "--base-url", server.base_url, "--max-words", "10"]
+    )
 
-    assert done.returncode == 0, done.stderr
+    assert code == 0
     rows = sorted(read_jsonl(out), key=lambda row: str(row["id"]))
     assert [row["id"] for row in rows] == [1, 2]
     assert all(str(row["summary"]).startswith("Summary:") for row in rows)
@@ -438,3 +441,30 @@ def test_small_helpers(tmp_path: Path) -> None:
     assert count_lines(path) == 3
     path.write_bytes(b"a\nb\n")
     assert count_lines(path) == 2
+
+
+def test_out_of_quota_stops_the_batch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+    source = write_jsonl(tmp_path / "in.jsonl", docs(300))
+    out = tmp_path / "out.jsonl"
+    with MockOpenAIServer() as server:
+        server.script(*[Fault.insufficient_quota()] * 30, path="/v1/embeddings")
+        code = main(
+            ["embed", str(source), "-o", str(out), "--base-url", server.base_url,
+             "--batch-size", "10", "--concurrency", "1"]
+        )  # fmt: skip
+        requests = server.stats.total_requests
+    assert code == 1
+    assert requests == 1  # never retried, and nothing more sent
+    assert "quota" in capsys.readouterr().err
+
+
+def test_a_batch_size_over_the_api_limit_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "in.txt").write_text("hello\n")
+    argv = ["embed", str(tmp_path / "in.txt"), "-o", str(tmp_path / "o.jsonl")]
+    assert main([*argv, "--batch-size", "4096"]) == 2
+    assert "at most 2048" in capsys.readouterr().err

@@ -97,6 +97,10 @@ def test_plugin_in_a_fresh_pytest_run(tmp_path: Path) -> None:
             "-q",
             "-p",
             "no:cacheprovider",
+            # A user's session need not have pytest-asyncio; if installed, its unset-option
+            # deprecation warning would become an error under -W error.
+            "-p",
+            "no:asyncio",
             "--strict-markers",
             "-W",
             "error",
