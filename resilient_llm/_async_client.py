@@ -433,6 +433,11 @@ class AsyncResilientClient(FacadeBase):
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    @property
+    def is_closed(self) -> bool:
+        """Whether ``aclose()`` was called."""
+        return self._clients.closed
+
     async def aclose(self) -> None:
         """Close every loop's official client, each on its own loop."""
         await self._clients.aclose()

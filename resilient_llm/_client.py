@@ -492,6 +492,11 @@ class ResilientClient(FacadeBase):
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    @property
+    def is_closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return self._clients.closed
+
     def close(self) -> None:
         """Close every thread's official client and its connections."""
         self._workers.close()

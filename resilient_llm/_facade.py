@@ -24,6 +24,7 @@ from ._batch import (
     validate_too_long,
 )
 from ._config import RetryPolicy, Timeouts, TimeoutsLike, check_deadline, check_positive
+from ._exceptions import ClientClosedError
 from ._http import prepare_tls, to_native_timeout
 from ._jobs import (
     BatchFlow,
@@ -88,6 +89,16 @@ class BatchJobs:
     embedding_model: str
     chat_model: str
 
+    @property
+    def is_closed(self) -> bool:
+        """Whether ``close()`` / ``aclose()`` was called."""
+        raise NotImplementedError
+
+    def _ensure_open(self) -> None:
+        # A batch on a closed client would record one failure per input; say it once instead.
+        if self.is_closed:
+            raise ClientClosedError("this client is closed; create a new one")
+
     def _concurrency(self, value: int | None) -> int:
         if value is None:
             return self.max_concurrency
@@ -107,6 +118,7 @@ class BatchJobs:
         on_progress: ProgressCallback | None,
         keep_values: bool,
     ) -> tuple[BatchFlow[list[float]], Iterator[Unit], Progress, str]:
+        self._ensure_open()
         source = _check_iterable(texts, "texts")
         chosen = _check_model(model or self.embedding_model)
         size = validate_batch_size(MAX_BATCH_SIZE if batch_size is None else batch_size)
@@ -148,6 +160,7 @@ class BatchJobs:
         on_progress: ProgressCallback | None,
         keep_values: bool,
     ) -> SummaryJob:
+        self._ensure_open()
         source = _check_iterable(texts, "texts")
         summary_messages("check", instructions, max_words)  # bad options fail before any I/O
         chosen = _check_model(model or self.chat_model)
@@ -193,6 +206,7 @@ class BatchJobs:
         progress: bool,
         on_progress: ProgressCallback | None,
     ) -> tuple[BatchFlow[Any], Iterator[Single], Progress, float | None]:
+        self._ensure_open()
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         source = _check_iterable(items, "items")

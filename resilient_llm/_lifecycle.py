@@ -80,6 +80,20 @@ class _ThreadSlot:
         self.generation = generation
 
 
+def _close_all(lock: threading.Lock, live: dict[int, Any]) -> None:
+    with lock:
+        clients = list(live.values())
+        live.clear()
+    for client in clients:
+        _close_quietly(client)
+
+
+def _release_slot(owner: weakref.ref[ThreadClients[Any]], key: int) -> None:
+    registry = owner()
+    if registry is not None:
+        registry._release(key)
+
+
 class ThreadClients(Generic[S]):
     """One client per thread, built by ``factory`` on first use in that thread."""
 
@@ -90,6 +104,9 @@ class ThreadClients(Generic[S]):
         self._live: dict[int, S] = {}
         self._closed = False
         self._generation = _fork_generation
+        # A client dropped without close() still closes its connections when collected; the
+        # finalizer holds the registry, not this object, so it does not keep it alive.
+        weakref.finalize(self, _close_all, self._lock, self._live)
 
     def get(self) -> S:
         slot: _ThreadSlot | None = getattr(self._local, "slot", None)
@@ -110,7 +127,7 @@ class ThreadClients(Generic[S]):
         with self._lock:
             self._live[key] = client
         # Thread-local storage is dropped when its thread ends: that is our "thread ended" hook.
-        weakref.finalize(slot, self._release, key)
+        weakref.finalize(slot, _release_slot, weakref.ref(self), key)
         self._local.slot = slot
         return client
 
@@ -120,8 +137,9 @@ class ThreadClients(Generic[S]):
     def _forget_inherited(self) -> None:
         # In a forked child: the parent's connections are not ours. Closing our copies of the
         # sockets sends nothing (no TLS close_notify, no shutdown), so the parent is unaffected.
-        inherited, self._live = self._live, {}
-        for client in inherited.values():
+        inherited = list(self._live.values())
+        self._live.clear()
+        for client in inherited:
             _close_quietly(client)
         self._generation = _fork_generation
 
@@ -138,9 +156,7 @@ class ThreadClients(Generic[S]):
         """Close every thread's client; later use raises :class:`ClientClosedError`."""
         with self._lock:
             self._closed = True
-            clients, self._live = list(self._live.values()), {}
-        for client in clients:
-            _close_quietly(client)
+        _close_all(self._lock, self._live)
 
     @property
     def closed(self) -> bool:

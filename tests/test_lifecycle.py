@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import textwrap
 import threading
 import time
 import warnings
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import anyio
@@ -231,3 +233,39 @@ def test_trio_and_asyncio_runs_of_one_client_back_to_back(server: MockOpenAIServ
     for backend in ("asyncio", "trio", "asyncio"):
         assert anyio.run(main, backend=backend)
     assert len(client._clients) == 0  # each loop's client was closed as its loop ended
+
+
+def test_client_dropped_without_close_releases_its_connections(server: MockOpenAIServer) -> None:
+    client = make_sync(server)
+    client.embed("x")
+    ref = weakref.ref(client)
+    del client
+    gc.collect()
+    assert ref() is None
+    deadline = time.monotonic() + 2
+    while server.stats.open_connections and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.stats.open_connections == 0
+
+
+def test_batches_on_a_closed_client_fail_at_once(server: MockOpenAIServer) -> None:
+    client = make_sync(server)
+    client.close()
+    assert client.is_closed
+    with pytest.raises(ClientClosedError):
+        client.embed_batch(["a", "b"])
+    with pytest.raises(ClientClosedError):
+        client.summarize_batch(["a"])
+    with pytest.raises(ClientClosedError):
+        client.map(str, [1])
+
+
+@pytest.mark.anyio
+async def test_async_batches_on_a_closed_client_fail_at_once(server: MockOpenAIServer) -> None:
+    client = make_async(server)
+    await client.aclose()
+    assert client.is_closed
+    with pytest.raises(ClientClosedError):
+        await client.embed_batch(["a", "b"])
+    with pytest.raises(ClientClosedError):
+        client.iter_embed_batch(["a"])
