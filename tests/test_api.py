@@ -175,7 +175,8 @@ def test_every_endpoint_works_sync(server: MockOpenAIServer) -> None:
         assert client.summarize("a long text " * 20, max_words=10)
         one = client.embed("hello", dimensions=16)
         many = client.embed(["hello", "world"], dimensions=16)
-        assert len(one) == 16 and len(many) == 2
+        assert len(one) == 16
+        assert len(many) == 2
         assert many[0] == pytest.approx(one, abs=1e-6)
         assert client.embed(["hello"], dimensions=16, encoding_format="float")[0] == pytest.approx(
             one, abs=1e-6

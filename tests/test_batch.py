@@ -181,7 +181,8 @@ def test_bad_inputs_fail_individually_and_are_never_sent() -> None:
     assert [f.index for f in result.failures] == [1, 2, 3, 4, 5, 6]
     assert {f.error_type for f in result.failures} == {"InvalidInput"}
     assert "decode" in result.failures[4].message
-    assert result.values[0] is not None and result.values[7] is not None
+    assert result.values[0] is not None
+    assert result.values[7] is not None
 
 
 def test_too_long_inputs_fail_or_are_truncated() -> None:

@@ -97,7 +97,8 @@ def test_insufficient_quota_is_never_retried() -> None:
 
 
 def test_classify_transport_errors() -> None:
-    assert classify(timeout_error()).retryable and classify(timeout_error()).timeout
+    assert classify(timeout_error()).retryable
+    assert classify(timeout_error()).timeout
     assert classify(connection_error()).retryable
     assert not classify(ValueError("bug")).retryable
     assert not classify(AttemptDeadline()).retryable
