@@ -141,12 +141,19 @@ def test_sixteen_threads_share_one_sync_client_each_with_its_own_official_client
     assert server.stats.total_requests == 16
 
 
-def _open_sockets() -> int:
-    fd_dir = "/proc/self/fd"
+def _sockets_to(port: int) -> int:
+    """Open file descriptors of this process connected to ``port`` on loopback."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in rows.readlines()[1:]:
+                fields = row.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
     count = 0
-    for name in os.listdir(fd_dir):
+    for name in os.listdir("/proc/self/fd"):
         try:
-            if os.readlink(os.path.join(fd_dir, name)).startswith("socket:"):
+            if os.readlink(os.path.join("/proc/self/fd", name)) in inodes:
                 count += 1
         except OSError:
             continue
@@ -155,21 +162,26 @@ def _open_sockets() -> int:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 def test_close_releases_every_socket(server: MockOpenAIServer) -> None:
-    baseline = _open_sockets()
     client = make_sync(server)
+    used = threading.Barrier(5)
+    release = threading.Event()
 
     def work(i: int) -> None:
         client.embed(f"text {i}")
+        used.wait()
+        release.wait()  # the thread outlives close(): close() itself must release its client
 
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(work, range(8)))
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for worker in workers:
+        worker.start()
     client.embed("main thread too")
-    assert _open_sockets() > baseline
+    used.wait()
+    assert _sockets_to(server.port) == 5
     client.close()
-    deadline = time.monotonic() + 2
-    while _open_sockets() != baseline and time.monotonic() < deadline:
-        time.sleep(0.02)  # the server closes its side of each connection a moment later
-    assert _open_sockets() == baseline
+    assert _sockets_to(server.port) == 0
+    release.set()
+    for worker in workers:
+        worker.join()
     with pytest.raises(ClientClosedError):
         client.embed("after close")
 
