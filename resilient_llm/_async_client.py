@@ -15,12 +15,14 @@ from openai.types.chat import ChatCompletion
 
 from ._batch import BatchResult, PlannedRequest
 from ._batch_async import AsyncBatchStream, drain, embed_unit, map_unit, summarize_unit
+from ._config import check_deadline
 from ._facade import UNSET, FacadeBase, log_hook_failure
 from ._http import build_async_http_client
 from ._jobs import Outcome, Single
 from ._lifecycle import LoopClients
 from ._operations import (
     EmbeddingRequest,
+    check_completion,
     check_messages,
     completion_text,
     decode_embeddings,
@@ -150,10 +152,11 @@ class AsyncResilientClient(FacadeBase):
         chosen = model or self.chat_model
 
         async def create(client: AsyncOpenAI) -> ChatCompletion:
-            completion: ChatCompletion = await client.chat.completions.create(
-                model=chosen, messages=cast(Any, checked), **params
+            return check_completion(
+                await client.chat.completions.create(
+                    model=chosen, messages=cast(Any, checked), **params
+                )
             )
-            return completion
 
         return await self._run("chat.completions", create, deadline)
 
@@ -309,6 +312,7 @@ class AsyncResilientClient(FacadeBase):
         params: dict[str, Any],
         **options: Any,
     ) -> AsyncBatchStream[list[float]]:
+        check_deadline(deadline)
         flow, units, bar, model = self._embedding_job(texts, keep_values=keep_values, **options)
         EmbeddingRequest.build(["check"], model=model, params=params)  # bad params fail now
 
@@ -386,6 +390,7 @@ class AsyncResilientClient(FacadeBase):
     def _summary_stream(
         self, texts: Iterable[object], *, deadline: float | None, **options: Any
     ) -> AsyncBatchStream[str]:
+        check_deadline(deadline)
         job = self._summary_job(texts, **options)
 
         async def execute(unit: Single) -> list[Outcome]:

@@ -459,13 +459,15 @@ class BatchAccountant(Generic[T]):
                 _clip(record.message, 200),
             )
         else:
+            # The record's traceback text, not exc_info: it is redacted, in case a server echoed
+            # the API key back in an error message.
             logger.warning(
-                "batch item %d failed after %d attempt(s): %s: %s",
+                "batch item %d failed after %d attempt(s): %s: %s\n%s",
                 index,
                 attempts,
                 record.error_type,
                 _clip(record.message, 200),
-                exc_info=exc,
+                record.traceback,
             )
         return record
 

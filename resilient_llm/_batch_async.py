@@ -27,6 +27,7 @@ from ._jobs import BatchFlow, Outcome, Rejected, Single, Unit, bisection_steps, 
 from ._operations import (
     EmbeddingRequest,
     EmbeddingsPayload,
+    check_completion,
     completion_text,
     decode_embeddings,
     send_embeddings_async,
@@ -246,7 +247,9 @@ async def summarize_unit(
             async def create(
                 official: AsyncOpenAI, prompt: Any = prompt, chosen: str = chosen
             ) -> Any:
-                return await official.chat.completions.create(model=chosen, messages=prompt)
+                return check_completion(
+                    await official.chat.completions.create(model=chosen, messages=prompt)
+                )
 
             try:
                 completion = cast(ChatCompletion, await client._execute(state, create))

@@ -23,6 +23,7 @@ from ._batch import BatchResult, PlannedRequest
 from ._jobs import BatchFlow, Outcome, Rejected, Single, Unit, bisection_steps, summary_steps
 from ._operations import (
     EmbeddingRequest,
+    check_completion,
     completion_text,
     decode_embeddings,
     send_embeddings,
@@ -306,7 +307,9 @@ def summarize_unit(
             prompt = messages(step.text, step.combine)
 
             def create(official: OpenAI, prompt: Any = prompt, chosen: str = chosen) -> Any:
-                return official.chat.completions.create(model=chosen, messages=prompt)
+                return check_completion(
+                    official.chat.completions.create(model=chosen, messages=prompt)
+                )
 
             try:
                 completion = cast(ChatCompletion, client._execute(state, create))

@@ -22,12 +22,14 @@ from ._batch_sync import (
     run_units,
     summarize_unit,
 )
+from ._config import check_deadline
 from ._facade import UNSET, FacadeBase, log_hook_failure
 from ._http import build_sync_http_client
 from ._jobs import Outcome, Single
 from ._lifecycle import ThreadClients
 from ._operations import (
     EmbeddingRequest,
+    check_completion,
     check_messages,
     completion_text,
     decode_embeddings,
@@ -180,10 +182,9 @@ class ResilientClient(FacadeBase):
         chosen = model or self.chat_model
 
         def create(client: OpenAI) -> ChatCompletion:
-            completion: ChatCompletion = client.chat.completions.create(
-                model=chosen, messages=cast(Any, checked), **params
+            return check_completion(
+                client.chat.completions.create(model=chosen, messages=cast(Any, checked), **params)
             )
-            return completion
 
         return self._run("chat.completions", create, deadline)
 
@@ -361,6 +362,7 @@ class ResilientClient(FacadeBase):
         params: dict[str, Any],
         **options: Any,
     ) -> BatchStream[list[float]]:
+        check_deadline(deadline)
         flow, units, bar, model = self._embedding_job(texts, keep_values=keep_values, **options)
         EmbeddingRequest.build(["check"], model=model, params=params)  # bad params fail now
 
@@ -440,6 +442,7 @@ class ResilientClient(FacadeBase):
     def _summary_stream(
         self, texts: Iterable[object], *, deadline: float | None, **options: Any
     ) -> BatchStream[str]:
+        check_deadline(deadline)
         job = self._summary_job(texts, **options)
 
         def execute(unit: Single) -> list[Outcome]:

@@ -8,8 +8,12 @@ from dataclasses import dataclass
 __all__ = ["RetryPolicy", "Timeouts", "TimeoutsLike", "check_deadline", "check_positive"]
 
 
+# Sockets cannot wait longer than about 9e9 s; no sensible budget comes near this.
+MAX_SECONDS = 10_000_000.0
+
+
 def check_positive(name: str, value: object, *, allow_none: bool = False) -> float | None:
-    """Return ``value`` as a float if it is a finite number > 0, else raise naming ``name``."""
+    """Return ``value`` as a float if it is a number of seconds in (0, 1e7], else raise."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -17,6 +21,8 @@ def check_positive(name: str, value: object, *, allow_none: bool = False) -> flo
     number = float(value)
     if not math.isfinite(number) or number <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if number > MAX_SECONDS:
+        raise ValueError(f"{name} must be at most {MAX_SECONDS:,.0f} seconds, got {value!r}")
     return number
 
 

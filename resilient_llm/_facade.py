@@ -348,7 +348,21 @@ class FacadeBase(BatchJobs):
         details = state.retry_details(retry_state)
         return details if self._on_retry is not None else None
 
+    def _scrub(self, error: BaseException) -> None:
+        """Mask the API key in an error's text, should a server or proxy have echoed it."""
+        key = self._api_key
+        if not key or len(key) < 8:
+            return
+        error.args = tuple(
+            arg.replace(key, "***") if isinstance(arg, str) else arg for arg in error.args
+        )
+        message = getattr(error, "message", None)
+        if isinstance(message, str) and key in message:
+            error.message = message.replace(key, "***")  # type: ignore[attr-defined]
+
     def _finished(self, state: CallState, error: BaseException | None) -> CallDetails | None:
+        if error is not None:
+            self._scrub(error)
         self._stats.add(
             calls=1,
             attempts=state.attempts,

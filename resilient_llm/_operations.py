@@ -14,10 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from openai.types.chat import ChatCompletion
+
 from ._exceptions import InvalidInput, ResilientLLMError
 from ._http import httpx
 
 __all__ = [
+    "check_completion",
     "send_embeddings",
     "send_embeddings_async",
     "DEFAULT_SUMMARY_INSTRUCTIONS",
@@ -98,6 +101,23 @@ def summary_messages(text: object, instructions: object, max_words: object) -> l
             raise ValueError(f"max_words must be a positive int, got {max_words!r}")
         guidance = f"{guidance}\nUse at most {max_words} words."
     return [{"role": "system", "content": guidance}, {"role": "user", "content": body}]
+
+
+def check_completion(value: Any) -> ChatCompletion:
+    """The official client returns the raw text when a 200 answer is not JSON (an HTML page
+    from a proxy, say); that is an error, not a completion."""
+    if isinstance(value, ChatCompletion):
+        return value
+    raise ResilientLLMError(
+        "the server answered 200 with something that is not a chat completion "
+        f"({type(value).__name__}: {preview_text(value)}); is base_url right?"
+    )
+
+
+def preview_text(value: object, limit: int = 80) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split())
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))
 
 
 def completion_text(completion: Any) -> str:

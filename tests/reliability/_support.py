@@ -1,0 +1,323 @@
+"""Shared helpers of the reliability suite: clients, resource counts, accounting checks, servers.
+
+Resource counts are what the leak checks compare before and after each scenario:
+
+- sockets: the ``socket:`` entries of ``/proc/self/fd`` (this process only; an in-process
+  ``MockOpenAIServer`` counts too, so checks run after it has stopped);
+- threads: every live thread except the worker pools that event loops own and reuse
+  (``asyncio_*`` of the default executor, anyio's and trio's worker-thread caches): those are
+  bounded by their runtime and linger a few seconds by design, so they are reported, not asserted;
+- tasks: asyncio tasks, or every task of the trio task tree, of the running loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import sniffio
+
+from resilient_llm import (
+    AsyncResilientClient,
+    BatchResult,
+    ResilientClient,
+    RetryPolicy,
+)
+from resilient_llm.testing import embedding_vector
+
+from ..conftest import TEST_KEY
+
+__all__ = [
+    "FAST_RETRY",
+    "HAS_PROC",
+    "RUNTIME_THREAD_PREFIXES",
+    "GarbageServer",
+    "RemoteServer",
+    "Resources",
+    "assert_accounted_once",
+    "assert_vector",
+    "async_client",
+    "background",
+    "closed_port",
+    "count_tasks",
+    "error_chain_text",
+    "open_sockets",
+    "resources",
+    "settle_resources",
+    "settle_resources_async",
+    "settle_tasks",
+    "sync_client",
+]
+
+HAS_PROC = os.path.isdir("/proc/self/fd")
+
+# Quick back-off: scenarios test decisions, not patience.
+FAST_RETRY = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05)
+
+RUNTIME_THREAD_PREFIXES = ("asyncio_", "AnyIO worker thread", "Trio thread")
+
+
+def sync_client(base_url: str, **kwargs: Any) -> ResilientClient:
+    kwargs.setdefault("retry", FAST_RETRY)
+    kwargs.setdefault("deadline", 20)
+    kwargs.setdefault("api_key", TEST_KEY)
+    return ResilientClient(base_url=base_url, **kwargs)
+
+
+def async_client(base_url: str, **kwargs: Any) -> AsyncResilientClient:
+    kwargs.setdefault("retry", FAST_RETRY)
+    kwargs.setdefault("deadline", 20)
+    kwargs.setdefault("api_key", TEST_KEY)
+    return AsyncResilientClient(base_url=base_url, **kwargs)
+
+
+# -- resources ---------------------------------------------------------------------------------
+
+
+def open_sockets() -> int:
+    if not HAS_PROC:
+        return 0
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                count += 1
+        except OSError:
+            continue  # the descriptor of listdir itself, or one closed meanwhile
+    return count
+
+
+def _is_runtime_thread(thread: threading.Thread) -> bool:
+    return thread.name.startswith(RUNTIME_THREAD_PREFIXES)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a scenario may leak: threads (runtime worker pools excluded) and sockets."""
+
+    threads: int
+    sockets: int
+    runtime_threads: int = 0
+
+    def exceeds(self, baseline: Resources) -> bool:
+        return self.threads > baseline.threads or self.sockets > baseline.sockets
+
+    def describe(self) -> str:
+        return f"{self.threads} threads, {self.sockets} sockets"
+
+
+def resources() -> Resources:
+    threads = threading.enumerate()
+    runtime = sum(1 for t in threads if _is_runtime_thread(t))
+    return Resources(len(threads) - runtime, open_sockets(), runtime)
+
+
+def settle_resources(baseline: Resources, timeout: float = 3.0) -> Resources:
+    """Wait (a bounded while) for threads and sockets to come back to ``baseline``.
+
+    Peers close their side of a connection, and pool threads exit, a moment after ``close()``.
+    """
+    end = time.monotonic() + timeout
+    now = resources()
+    while now.exceeds(baseline) and time.monotonic() < end:
+        time.sleep(0.02)
+        now = resources()
+    return now
+
+
+async def settle_resources_async(baseline: Resources, within: float = 3.0) -> Resources:
+    """`settle_resources` for async code: the loop must run to finish closing transports."""
+    end = time.monotonic() + within
+    now = resources()
+    while now.exceeds(baseline) and time.monotonic() < end:
+        await anyio.sleep(0.02)
+        now = resources()
+    return now
+
+
+def count_tasks() -> int:
+    """Tasks of the running event loop (asyncio), or of the whole trio task tree."""
+    library = sniffio.current_async_library()
+    if library == "trio":
+        import trio
+
+        count = 0
+        stack = [trio.lowlevel.current_root_task()]
+        while stack:
+            task = stack.pop()
+            count += 1
+            for nursery in task.child_nurseries:
+                stack.extend(nursery.child_tasks)
+        return count
+    return len(asyncio.all_tasks())
+
+
+async def settle_tasks(baseline: int, within: float = 3.0) -> int:
+    end = time.monotonic() + within
+    now = count_tasks()
+    while now > baseline and time.monotonic() < end:
+        await anyio.sleep(0.01)
+        now = count_tasks()
+    return now
+
+
+# -- accounting --------------------------------------------------------------------------------
+
+
+def assert_accounted_once(result: BatchResult[Any], total: int) -> None:
+    """Every input index is a success or a failure, exactly once."""
+    succeeded = {index for index, _ in result.succeeded()}
+    failed = [failure.index for failure in result.failures]
+    assert len(failed) == len(set(failed)), "an index failed twice"
+    assert succeeded.isdisjoint(failed), "an index both succeeded and failed"
+    assert succeeded | set(failed) == set(range(total)), "an index is missing"
+    assert result.stats.succeeded + result.stats.failed == result.stats.total == total
+
+
+def assert_vector(vector: Any, text: str, dims: int) -> None:
+    expected = embedding_vector(text, dims)
+    assert len(vector) == dims
+    assert all(abs(a - b) < 1e-6 for a, b in zip(vector, expected, strict=True)), text
+
+
+def error_chain_text(exc: BaseException) -> str:
+    """The whole printed traceback: message, notes and every chained cause."""
+    return "".join(traceback.format_exception(exc))
+
+
+# -- servers that are not MockOpenAIServer -----------------------------------------------------
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class GarbageServer:
+    """A TCP server that answers every connection with bytes that are not HTTP, then closes."""
+
+    REPLY = b"SSH-2.0-OpenSSH_9.6\r\n\x00\xff\xfe\x00 not http at all\r\n"
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self._listener.settimeout(0.1)
+        self.port = int(self._listener.getsockname()[1])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="garbage-server", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # timeout: look at the stop flag again
+                continue
+            with conn:
+                conn.settimeout(1.0)
+                try:
+                    conn.recv(65536)
+                    conn.sendall(self.REPLY)
+                except OSError:
+                    pass
+
+    def __enter__(self) -> GarbageServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._listener.close()
+
+
+_REMOTE_SERVER = Path(__file__).with_name("_server_process.py")
+
+
+class RemoteServer:
+    """A `MockOpenAIServer` in a child process, so that load tests measure the client alone.
+
+    The child prints its base URL, serves until its stdin closes, then prints its counters
+    as JSON (read into :attr:`stats`).
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._process: subprocess.Popen[str] | None = None
+        self.base_url = ""
+        self.stats: dict[str, Any] = {}
+
+    def __enter__(self) -> RemoteServer:
+        self._process = subprocess.Popen(
+            [sys.executable, str(_REMOTE_SERVER), json.dumps(self._options)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        self.base_url = self._process.stdout.readline().strip()
+        if not self.base_url.startswith("http://"):
+            self._process.kill()
+            self._process.wait(10)
+            for pipe in (self._process.stdin, self._process.stdout):
+                if pipe is not None:
+                    pipe.close()
+            raise RuntimeError(f"the server process did not start (said {self.base_url!r})")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        process = self._process
+        assert process is not None
+        assert process.stdin is not None
+        assert process.stdout is not None
+        try:
+            process.stdin.close()
+            line = process.stdout.readline()
+            process.wait(30)
+            self.stats = json.loads(line) if line.strip() else {}
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+            process.stdout.close()
+
+
+@contextmanager
+def background(target: Callable[[], None], name: str) -> Iterator[threading.Thread]:
+    """Run ``target`` in a thread for the duration of the block, and join it at the end."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as exc:  # reported by the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.join(30)
+    assert not thread.is_alive(), f"{name} did not finish"
+    if errors:
+        raise errors[0]
