@@ -52,8 +52,8 @@ class AsyncResilientClient(FacadeBase):
     """The async twin of :class:`ResilientClient`: same arguments, same methods, as coroutines.
 
     Each running event loop (asyncio or trio) gets its own official ``AsyncOpenAI``, which
-    is only ever closed on that loop, so one module-level client can serve ``asyncio.run()``
-    called many times, or many threads each running a loop. The deadline of a call is an anyio
+    is only ever closed on that loop, so one module-level client can serve many consecutive
+    ``asyncio.run`` calls, or many threads each running a loop. The deadline of a call is an anyio
     cancel scope: it holds even against a server that trickles bytes. Hooks may be sync or async.
 
     Example:

@@ -11,8 +11,8 @@ always runs on the loop that made it:
 - ``aclose()`` on another loop asks the keeper's loop, thread-safely, to cancel it;
 - when the loop ends (``asyncio.run`` cancels leftover tasks; trio cancels system tasks), the
   keeper is cancelled and closes the client while its loop still runs. So a module-level client
-  used by ``asyncio.run()`` twice, or by many threads each with its own loop, never closes a
-  transport on a dead loop.
+  used by two consecutive ``asyncio.run`` calls, or by many threads each with its own loop,
+  never closes a transport on a dead loop.
 
 After ``os.fork()`` the child discards every inherited client and builds fresh ones: it never
 sends on the parent's connections.
