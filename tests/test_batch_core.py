@@ -10,7 +10,6 @@ import logging
 import random
 import threading
 import tracemalloc
-import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from resilient_llm._batch import (
 from resilient_llm._exceptions import BatchFailed, InvalidInput, ResilientLLMError
 from resilient_llm._tokens import EstimatingCounter, TiktokenCounter, TokenCounter
 from tests.conftest_tokens import build_tiktoken_cache
+from tests.sdk_objects import status_error, timeout_error
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -102,12 +102,9 @@ def api_error(
     type_: str | None = "invalid_request_error",
     request_id: str = "req_abc",
 ) -> openai.APIStatusError:
-    """A real openai status error, without HTTP (its constructor only reads these attributes)."""
-    response: Any = types.SimpleNamespace(
-        request=object(), status_code=status, headers={"x-request-id": request_id}
-    )
+    """A real openai status error around a real HTTP response (see tests/sdk_objects.py)."""
     body = {"message": message, "code": code, "param": param, "type": type_}
-    return cls(f"Error code: {status} - {body}", response=response, body=body)
+    return status_error(status, body={"error": body}, headers={"x-request-id": request_id}, cls=cls)
 
 
 def raised(exc: BaseException) -> BaseException:
@@ -862,7 +859,7 @@ def _request(indices: Sequence[int]) -> PlannedRequest:
 BAD = api_error(openai.BadRequestError, 400, "input 'x' is poisoned (3 tokens)")
 BAD2 = api_error(openai.BadRequestError, 400, "input 'y' is poisoned (7 tokens)")
 MODEL = api_error(openai.BadRequestError, 400, "The model `nope` does not exist", code="m")
-TIMEOUT = openai.APITimeoutError(request=None)  # type: ignore[arg-type]
+TIMEOUT = timeout_error()
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,8 @@ from resilient_llm._policy import (
     decide,
     parse_retry_after,
 )
+from tests import sdk_objects
+from tests.sdk_objects import connection_error, timeout_error
 
 NOW = 1_700_000_000.0
 POLICY = RetryPolicy(max_attempts=4, base_delay=0.5, max_delay=4.0, max_retry_after=10.0)
@@ -26,21 +28,7 @@ POLICY = RetryPolicy(max_attempts=4, base_delay=0.5, max_delay=4.0, max_retry_af
 def status_error(
     status: int, headers: dict[str, str] | None = None, body: object = None
 ) -> openai.APIStatusError:
-    request = httpx.Request("POST", "http://test/v1/embeddings")
-    response = httpx.Response(status, headers=headers or {}, request=request, json=body or {})
-    client = openai.OpenAI(api_key="sk-test", base_url="http://test/v1", max_retries=0)
-    try:
-        return client._make_status_error_from_response(response)
-    finally:
-        client.close()
-
-
-def timeout_error() -> openai.APITimeoutError:
-    return openai.APITimeoutError(request=httpx.Request("POST", "http://test/v1/x"))
-
-
-def connection_error() -> openai.APIConnectionError:
-    return openai.APIConnectionError(request=httpx.Request("POST", "http://test/v1/x"))
+    return sdk_objects.status_error(status, body=body, headers=headers)
 
 
 @pytest.mark.parametrize(
