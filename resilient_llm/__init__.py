@@ -6,19 +6,28 @@ input ends as a success or a recorded failure.
 """
 
 from ._async_client import AsyncResilientClient
-from ._batch import BatchResult, BatchStats, ItemFailure
-from ._batch_async import AsyncBatchStream
-from ._batch_sync import BatchStream
+from ._batch.results import BatchResult, BatchStats, ItemFailure
+from ._batch.streams import AsyncBatchStream, BatchStream
+from ._call import CallDetails, ClientStats, RetryDetails
 from ._client import ResilientClient
-from ._config import RetryPolicy, Timeouts
+from ._config import (
+    EmbedBatchOptions,
+    MapOptions,
+    RetryPolicy,
+    SummarizeBatchOptions,
+    Timeouts,
+)
 from ._exceptions import (
     BatchFailed,
     ClientClosedError,
     DeadlineExceeded,
     InvalidInput,
+    InvalidResponse,
     ResilientLLMError,
+    ServerUnreachable,
+    StreamInterrupted,
 )
-from ._policy import CallDetails, ClientStats, RetryDetails
+from ._limits import LocalRateLimiter, RateLimiter
 from ._version import __version__
 
 __all__ = [
@@ -32,12 +41,20 @@ __all__ = [
     "ClientClosedError",
     "ClientStats",
     "DeadlineExceeded",
+    "EmbedBatchOptions",
     "InvalidInput",
+    "InvalidResponse",
     "ItemFailure",
+    "LocalRateLimiter",
+    "MapOptions",
+    "RateLimiter",
     "ResilientClient",
     "ResilientLLMError",
     "RetryDetails",
     "RetryPolicy",
+    "ServerUnreachable",
+    "StreamInterrupted",
+    "SummarizeBatchOptions",
     "Timeouts",
     "__version__",
 ]

@@ -4,39 +4,50 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 import anyio
 import tenacity
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 
-from ._batch import BatchResult, PlannedRequest
-from ._batch_async import AsyncBatchStream, drain, embed_unit, map_unit, summarize_unit
-from ._config import check_deadline
-from ._facade import UNSET, FacadeBase, log_hook_failure
-from ._http import build_async_http_client
-from ._jobs import Outcome, Single
-from ._lifecycle import LoopClients
-from ._operations import (
-    EmbeddingRequest,
-    check_completion,
+from ._batch.flow import BatchEnded
+from ._batch.jobs import Job, MapJob
+from ._batch.programs import ItemCall, Reply
+from ._batch.results import BatchResult
+from ._batch.streams import AsyncBatchStream
+from ._batch.tasks import AsyncExecute, Slots
+from ._call import CallState
+from ._context import scoped
+from ._endpoints import (
+    ChatCall,
+    FunctionCall,
+    TextCall,
     check_messages,
-    completion_text,
-    decode_embeddings,
     prompt_messages,
-    send_embeddings_async,
     summary_messages,
 )
-from ._policy import AttemptDeadline, CallState, current_deadline, retrying_kwargs
-from ._progress import ProgressCallback
+from ._exceptions import DeadlineExceeded
+from ._http import build_async_http_client
+from ._lifecycle import LoopClients
+from ._limits import apause, areserve
+from ._retry import AttemptDeadline
+from ._settings import UNSET, ClientBase, log_hook_failure
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._config import EmbedBatchOptions, MapOptions, SummarizeBatchOptions
 
 __all__ = ["AsyncResilientClient"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
+
+_NOTHING: Any = object()
 
 
 async def _call_hook(hook: Callable[[Any], Any], details: object) -> None:
@@ -48,7 +59,7 @@ async def _call_hook(hook: Callable[[Any], Any], details: object) -> None:
         log_hook_failure(hook)
 
 
-class AsyncResilientClient(FacadeBase):
+class AsyncResilientClient(ClientBase[AsyncOpenAI]):
     """The async twin of :class:`ResilientClient`: same arguments, same methods, as coroutines.
 
     Each running event loop (asyncio or trio) gets its own official ``AsyncOpenAI``, which
@@ -69,8 +80,7 @@ class AsyncResilientClient(FacadeBase):
     def _make_openai(self) -> AsyncOpenAI:
         http_client = build_async_http_client(self.timeouts)
         if self._openai_factory is not None:
-            made: AsyncOpenAI = self._adopt(self._openai_factory(http_client))
-            return made
+            return self._adopt(self._openai_factory(http_client), http_client)
         return AsyncOpenAI(http_client=http_client, **self._openai_kwargs())
 
     @property
@@ -80,55 +90,67 @@ class AsyncResilientClient(FacadeBase):
 
     # -- the retry loop ------------------------------------------------------------------
 
-    async def _run(
-        self,
-        operation: str,
-        fn: Callable[Concatenate[AsyncOpenAI, P], Awaitable[T]],
-        deadline: float | None,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        state = self._call_state(operation, deadline)
-        return await self._execute(state, fn, *args, **kwargs)
+    async def _run(self, call: Any, state: CallState, slots: Slots | None = None) -> Any:
+        """Carry out ``call`` with retries, the deadline and the rate limiters."""
+        official = self._clients.get()
 
-    async def _execute(
-        self,
-        state: CallState,
-        fn: Callable[Concatenate[AsyncOpenAI, P], Awaitable[T]],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        client = self._clients.get()
-
-        async def attempt() -> T:
-            state.attempts += 1
+        async def attempt() -> Any:
+            await self._pace(state)
+            value = _NOTHING
             remaining = state.remaining()
-            token = current_deadline.set(state.deadline_at)
-            try:
-                if remaining is None:
-                    return await fn(client, *args, **kwargs)
-                with anyio.CancelScope(deadline=anyio.current_time() + remaining):
-                    return await fn(client, *args, **kwargs)
-                raise AttemptDeadline(f"{state.operation}: cut off at the deadline")
-            finally:
-                current_deadline.reset(token)
+            with scoped(deadline_at=state.deadline_at):
+                deadline = anyio.current_time() + remaining if remaining is not None else None
+                with anyio.CancelScope(deadline=deadline if deadline is not None else float("inf")):
+                    if slots is None:
+                        value = await self._send(call, official, state)
+                    else:
+                        async with slots.hold():
+                            value = await self._send(call, official, state)
+            if value is _NOTHING:
+                raise AttemptDeadline("the attempt was cut off at the deadline")
+            if state.sink is not None:
+                state.sink.succeeded()
+            return value
 
-        retrying = tenacity.AsyncRetrying(
-            sleep=anyio.sleep,
-            before_sleep=functools.partial(self._before_sleep, state),
-            **retrying_kwargs(state),
-        )
         try:
-            result: T = await retrying(attempt)
+            try:
+                value = await attempt()
+            except Exception as first:
+                # The first failure: only now does the retry machinery come in.
+                retrying = tenacity.AsyncRetrying(
+                    sleep=anyio.sleep,
+                    before_sleep=functools.partial(self._before_sleep, state),
+                    **state.tenacity_kwargs(),
+                )
+                value = await retrying(state.areplay(first, attempt))
         except BaseException as error:
             await self._after_call(state, error)
             raise
         await self._after_call(state, None)
-        return result
+        return value
+
+    @staticmethod
+    async def _send(call: Any, official: AsyncOpenAI, state: CallState) -> Any:
+        if state.sink is not None:
+            state.sink.sent()
+        state.attempts += 1
+        return await call.asend(official)
+
+    async def _pace(self, state: CallState) -> None:
+        if not state.limiters:
+            return
+        wait = max([await areserve(limiter, state.tokens) for limiter in state.limiters])
+        if wait > 0:
+            state.check_pace(wait)
+            await anyio.sleep(wait)
 
     async def _before_sleep(self, state: CallState, retry_state: tenacity.RetryCallState) -> None:
-        details = self._retry_details(state, retry_state)
-        if details is not None and self._on_retry is not None:
+        details = state.retry_details(retry_state)
+        pause = state.retry_after()
+        if pause:
+            for limiter in state.limiters:
+                await apause(limiter, pause)
+        if self._on_retry is not None:
             await _call_hook(self._on_retry, details)
 
     async def _after_call(self, state: CallState, error: BaseException | None) -> None:
@@ -148,17 +170,11 @@ class AsyncResilientClient(FacadeBase):
         **params: Any,
     ) -> ChatCompletion:
         """One chat completion, with retries and the deadline; returns the official type."""
-        checked = check_messages(messages)
-        chosen = model or self.chat_model
-
-        async def create(client: AsyncOpenAI) -> ChatCompletion:
-            return check_completion(
-                await client.chat.completions.create(
-                    model=chosen, messages=cast(Any, checked), **params
-                )
-            )
-
-        return await self._run("chat.completions", create, deadline)
+        call = ChatCall.of(
+            {"model": model or self.chat_model, "messages": check_messages(messages), **params}
+        )
+        result: ChatCompletion = await self._run(call, self._call_state(call.operation, deadline))
+        return result
 
     async def complete(
         self,
@@ -170,9 +186,12 @@ class AsyncResilientClient(FacadeBase):
         **params: Any,
     ) -> str:
         """Send ``prompt`` (and an optional ``system`` message); return the reply's text."""
-        messages = prompt_messages(prompt, system)
-        completion = await self.chat(messages, model=model, deadline=deadline, **params)
-        return completion_text(completion)
+        call = TextCall.of(
+            {"model": model or self.chat_model, "messages": prompt_messages(prompt, system)}
+            | params
+        )
+        answer = await self._run(call, self._call_state(call.operation, deadline))
+        return str(answer.text)
 
     async def summarize(
         self,
@@ -185,7 +204,9 @@ class AsyncResilientClient(FacadeBase):
     ) -> str:
         """Summarise ``text``; ``instructions`` replace the default summary instructions."""
         messages = summary_messages(text, instructions, max_words)
-        return completion_text(await self.chat(messages, model=model, deadline=deadline))
+        call = TextCall.of({"model": model or self.chat_model, "messages": messages})
+        answer = await self._run(call, self._call_state(call.operation, deadline))
+        return str(answer.text)
 
     @overload
     async def embed(
@@ -210,12 +231,15 @@ class AsyncResilientClient(FacadeBase):
         deadline: float | None = None,
         **params: Any,
     ) -> list[float] | list[list[float]]:
-        """Embed one text (returns one vector) or a sequence of texts in one request (in order)."""
-        request = EmbeddingRequest.build(texts, model=model or self.embedding_model, params=params)
+        """Embed one text (returns one vector) or a sequence of texts in one request (in order).
 
-        body = await self._run("embeddings", send_embeddings_async, deadline, request)
-        vectors = decode_embeddings(body, len(request.inputs)).vectors
-        return vectors[0] if request.single else vectors
+        See :meth:`ResilientClient.embed`.
+        """
+        call, single = self._embed_call(texts, model, params)
+        state = self._call_state(call.operation, deadline, tokens=call.tokens)
+        payload = await self._run(call, state)
+        vectors: list[list[float]] = payload.vectors
+        return vectors[0] if single else vectors
 
     async def call(
         self,
@@ -227,214 +251,106 @@ class AsyncResilientClient(FacadeBase):
 
         The escape hatch for any endpoint. A ``deadline=`` keyword is taken by this method.
         """
-        deadline = cast("float | None", kwargs.pop("deadline", UNSET))
-        operation = getattr(fn, "__qualname__", "call")
-        return await self._run(operation, fn, deadline, *args, **kwargs)
+        deadline = kwargs.pop("deadline", UNSET)
+        call: FunctionCall[T] = FunctionCall(fn, args, kwargs)
+        result: T = await self._run(call, self._call_state(call.operation, deadline))  # type: ignore[arg-type]
+        return result
 
     # -- batches -------------------------------------------------------------------------
 
     def iter_embed_batch(
-        self,
-        texts: Iterable[object],
-        *,
-        model: str | None = None,
-        batch_size: int | None = None,
-        max_concurrency: int | None = None,
-        too_long: str = "fail",
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        deadline: float | None = None,
-        progress: bool = False,
-        on_progress: ProgressCallback | None = None,
-        **params: Any,
+        self, texts: Iterable[object], **options: Unpack[EmbedBatchOptions]
     ) -> AsyncBatchStream[list[float]]:
-        """Embed any iterable in bounded concurrent requests; stream outcomes as they finish.
+        """Like :meth:`embed_batch`, streaming ``(index, vector | ItemFailure)`` as they finish.
 
         Use as ``async with client.iter_embed_batch(texts) as stream: async for index, outcome
-        in stream: ...``. See :meth:`ResilientClient.embed_batch` for the arguments.
+        in stream: ...``.
         """
-        return self._embed_stream(
-            texts,
-            keep_values=False,
-            model=model,
-            batch_size=batch_size,
-            max_concurrency=max_concurrency,
-            too_long=too_long,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            deadline=deadline,
-            progress=progress,
-            on_progress=on_progress,
-            params=params,
-        )
+        return self._stream(self._embed_job(texts, dict(options), keep_values=False), texts)
 
     async def embed_batch(
-        self,
-        texts: Iterable[object],
-        *,
-        model: str | None = None,
-        batch_size: int | None = None,
-        max_concurrency: int | None = None,
-        too_long: str = "fail",
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        deadline: float | None = None,
-        progress: bool = False,
-        on_progress: ProgressCallback | None = None,
-        **params: Any,
+        self, texts: Iterable[object], **options: Unpack[EmbedBatchOptions]
     ) -> BatchResult[list[float]]:
-        """Embed many texts: bounded, ordered, every input a success or a recorded failure.
-
-        See :meth:`ResilientClient.embed_batch` for the arguments.
-        """
-        stream = self._embed_stream(
-            texts,
-            keep_values=True,
-            model=model,
-            batch_size=batch_size,
-            max_concurrency=max_concurrency,
-            too_long=too_long,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            deadline=deadline,
-            progress=progress,
-            on_progress=on_progress,
-            params=params,
-        )
-        return await drain(stream)
-
-    def _embed_stream(
-        self,
-        texts: Iterable[object],
-        *,
-        keep_values: bool,
-        deadline: float | None,
-        params: dict[str, Any],
-        **options: Any,
-    ) -> AsyncBatchStream[list[float]]:
-        check_deadline(deadline)
-        flow, units, bar, model = self._embedding_job(texts, keep_values=keep_values, **options)
-        EmbeddingRequest.build(["check"], model=model, params=params)  # bad params fail now
-
-        async def execute(request: PlannedRequest) -> list[Outcome]:
-            return await embed_unit(
-                self, request, flow, model=model, deadline=deadline, params=params
-            )
-
-        return AsyncBatchStream(units, execute, flow, bar)
+        """See :meth:`ResilientClient.embed_batch`."""
+        job = self._embed_job(texts, dict(options), keep_values=True)
+        return await self._stream(job, texts).collect()
 
     def iter_summarize_batch(
-        self,
-        texts: Iterable[object],
-        *,
-        instructions: str | None = None,
-        max_words: int | None = None,
-        model: str | None = None,
-        max_input_tokens: int | None = None,
-        max_concurrency: int | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        deadline: float | None = None,
-        progress: bool = False,
-        on_progress: ProgressCallback | None = None,
+        self, texts: Iterable[object], **options: Unpack[SummarizeBatchOptions]
     ) -> AsyncBatchStream[str]:
-        """Summarise any iterable; stream ``(index, summary | ItemFailure)`` as they finish."""
-        return self._summary_stream(
-            texts,
-            keep_values=False,
-            instructions=instructions,
-            max_words=max_words,
-            model=model,
-            max_input_tokens=max_input_tokens,
-            max_concurrency=max_concurrency,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            deadline=deadline,
-            progress=progress,
-            on_progress=on_progress,
-        )
+        """Like :meth:`summarize_batch`, streaming ``(index, summary | ItemFailure)``."""
+        return self._stream(self._summary_job(texts, dict(options), keep_values=False), texts)
 
     async def summarize_batch(
-        self,
-        texts: Iterable[object],
-        *,
-        instructions: str | None = None,
-        max_words: int | None = None,
-        model: str | None = None,
-        max_input_tokens: int | None = None,
-        max_concurrency: int | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        deadline: float | None = None,
-        progress: bool = False,
-        on_progress: ProgressCallback | None = None,
+        self, texts: Iterable[object], **options: Unpack[SummarizeBatchOptions]
     ) -> BatchResult[str]:
-        """Summarise many texts, one chat completion each (map-reduce for long ones)."""
-        return await drain(
-            self._summary_stream(
-                texts,
-                keep_values=True,
-                instructions=instructions,
-                max_words=max_words,
-                model=model,
-                max_input_tokens=max_input_tokens,
-                max_concurrency=max_concurrency,
-                requests_per_minute=requests_per_minute,
-                tokens_per_minute=tokens_per_minute,
-                deadline=deadline,
-                progress=progress,
-                on_progress=on_progress,
-            )
-        )
-
-    def _summary_stream(
-        self, texts: Iterable[object], *, deadline: float | None, **options: Any
-    ) -> AsyncBatchStream[str]:
-        check_deadline(deadline)
-        job = self._summary_job(texts, **options)
-
-        async def execute(unit: Single) -> list[Outcome]:
-            return await summarize_unit(
-                self,
-                unit,
-                job.flow,
-                counter=job.counter,
-                max_input_tokens=job.max_input_tokens,
-                messages=job.messages,
-                model=job.model,
-                deadline=deadline,
-            )
-
-        return AsyncBatchStream(job.units, execute, job.flow, job.progress)
+        """See :meth:`ResilientClient.summarize_batch`."""
+        job = self._summary_job(texts, dict(options), keep_values=True)
+        return await self._stream(job, texts).collect()
 
     async def map(
         self,
         fn: Callable[[Any], Awaitable[T]],
         items: Iterable[Any],
-        *,
-        max_concurrency: int | None = None,
-        deadline_per_item: float | None = None,
-        progress: bool = False,
-        on_progress: ProgressCallback | None = None,
+        **options: Unpack[MapOptions],
     ) -> BatchResult[T]:
         """Await ``fn(item)`` for every item, at most ``max_concurrency`` at once, in order.
 
-        ``fn`` is a coroutine function. Each item runs under ``deadline_per_item`` (a cancel
-        scope); every item ends as a value or a recorded failure.
+        Every item ends as a value or a recorded failure; ``deadline_per_item`` is an anyio
+        cancel scope around each item.
         """
-        flow, units, bar, limit = self._map_job(
-            fn,
-            items,
-            max_concurrency=max_concurrency,
-            deadline_per_item=deadline_per_item,
-            progress=progress,
-            on_progress=on_progress,
-        )
+        job = self._map_job(fn, items, dict(options))
+        result: BatchResult[T] = await self._stream(job, items).collect()
+        return result
 
-        async def execute(unit: Single) -> list[Outcome]:
-            return await map_unit(fn, unit, flow, deadline_per_item=limit)
+    def _stream(self, job: Job[T], source: Iterable[object]) -> AsyncBatchStream[T]:
+        return AsyncBatchStream(job, source, self._executor(job))
 
-        return await drain(AsyncBatchStream(units, execute, flow, bar))
+    def _executor(self, job: Job[Any]) -> AsyncExecute:
+        """The ``execute`` coroutine function the async driver runs ``job``'s calls with."""
+        limiters = job.state.limiters
+        deadline = job.options.deadline
+
+        async def execute(call: Any, slots: Slots) -> Reply:
+            if isinstance(call, ItemCall):
+                assert isinstance(job, MapJob)
+                return await self._run_item(job, call, slots)
+            state = self._call_state(
+                call.operation, deadline, tokens=call.tokens, sink=job.state, limiters=limiters
+            )
+            try:
+                value = await self._run(call, state, slots)
+            except Exception as error:
+                return Reply(error=error, attempts=state.attempts)
+            return Reply(value, attempts=state.attempts)
+
+        return execute
+
+    async def _run_item(self, job: MapJob, call: ItemCall, slots: Slots) -> Reply:
+        if job.state.ended:
+            return Reply(error=BatchEnded(), attempts=0)
+        limit = job.options.deadline_per_item
+        started = anyio.current_time()
+        deadline_at = None if limit is None else time.monotonic() + limit
+        async with slots.hold():
+            with scoped(deadline_at=deadline_at, sink=job.state):
+                try:
+                    with anyio.fail_after(limit):
+                        value = await job.fn(call.item)
+                except TimeoutError as error:
+                    if isinstance(error, DeadlineExceeded) or limit is None:
+                        return Reply(error=error, attempts=1)
+                    exceeded = DeadlineExceeded(
+                        "map item",
+                        deadline=limit,
+                        elapsed=anyio.current_time() - started,
+                        attempts=1,
+                    )
+                    exceeded.__cause__ = error
+                    return Reply(error=exceeded, attempts=1)
+                except Exception as error:
+                    return Reply(error=error, attempts=1)
+        return Reply(value, attempts=1)
 
     # -- lifecycle -----------------------------------------------------------------------
 

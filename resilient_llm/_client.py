@@ -3,58 +3,48 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 import tenacity
 from openai import OpenAI
 from openai.types.chat import ChatCompletion
 
-from ._batch import BatchResult, PlannedRequest
-from ._batch_sync import (
-    BatchCancelled,
-    BatchStream,
-    WorkerThreads,
-    cancellable_sleep,
-    embed_unit,
-    map_unit,
-    run_units,
-    summarize_unit,
-)
-from ._config import check_deadline
-from ._facade import UNSET, FacadeBase, log_hook_failure
-from ._http import build_sync_http_client
-from ._jobs import Outcome, Single
-from ._lifecycle import ThreadClients
-from ._operations import (
-    EmbeddingRequest,
-    check_completion,
+from ._batch.flow import BatchEnded
+from ._batch.jobs import Job, MapJob
+from ._batch.programs import ItemCall, Reply
+from ._batch.results import BatchResult
+from ._batch.streams import BatchStream
+from ._batch.threads import BatchCancelled, WorkerThreads, cancellable_sleep, run_threads
+from ._call import CallState
+from ._context import current_scope, scoped
+from ._endpoints import (
+    ChatCall,
+    FunctionCall,
+    TextCall,
     check_messages,
-    completion_text,
-    decode_embeddings,
     prompt_messages,
-    send_embeddings,
     summary_messages,
 )
-from ._policy import CallState, current_cancel, current_deadline, retrying_kwargs
-from ._progress import ProgressCallback
+from ._http import build_sync_http_client
+from ._lifecycle import ThreadClients
+from ._settings import UNSET, ClientBase, log_hook_failure
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._config import EmbedBatchOptions, MapOptions, SummarizeBatchOptions
 
 __all__ = ["ResilientClient"]
 
-
-def _drain(stream: BatchStream[T]) -> BatchResult[T]:
-    with stream:
-        for _ in stream:
-            pass
-        return stream.result()
-
-
 T = TypeVar("T")
+R = TypeVar("R")
 P = ParamSpec("P")
 
 
-class ResilientClient(FacadeBase):
+class ResilientClient(ClientBase[OpenAI]):
     """A thread-safe client for OpenAI and compatible servers, safe by default.
 
     Every call has native per-attempt HTTP timeouts, a wall-clock ``deadline`` across attempts and
@@ -62,7 +52,8 @@ class ResilientClient(FacadeBase):
     own official ``OpenAI`` client, made on first use.
 
     Args:
-        api_key: defaults to ``OPENAI_API_KEY``. Never shown in ``repr()``, logs or errors.
+        api_key: defaults to ``OPENAI_API_KEY``. Never shown in ``repr()``, logs or errors. With
+            no key and a ``base_url`` of your own (vLLM, Ollama, a proxy), a placeholder is sent.
         base_url: defaults to ``OPENAI_BASE_URL``, then OpenAI's.
         organization: as for ``OpenAI``.
         project: as for ``OpenAI``.
@@ -73,8 +64,9 @@ class ResilientClient(FacadeBase):
         deadline: wall-clock seconds for one logical call, retries included (``None``: none).
         retry: the :class:`RetryPolicy`.
         max_concurrency: default bound for batch operations.
+        rate_limiter: a :class:`RateLimiter` that paces every request this client sends.
         openai_factory: advanced: ``callable(http_client) -> OpenAI`` (Azure and others);
-            it must pass ``http_client`` on to the client it builds.
+            it must build its client on the ``http_client`` it is given.
         on_retry: hook called with a :class:`RetryDetails` before each back-off sleep.
         on_call: hook called with a :class:`CallDetails` when each logical call ends.
 
@@ -92,8 +84,7 @@ class ResilientClient(FacadeBase):
     def _make_openai(self) -> OpenAI:
         http_client = build_sync_http_client(self.timeouts)
         if self._openai_factory is not None:
-            made: OpenAI = self._adopt(self._openai_factory(http_client))
-            return made
+            return self._adopt(self._openai_factory(http_client), http_client)
         return OpenAI(http_client=http_client, **self._openai_kwargs())
 
     @property
@@ -103,54 +94,57 @@ class ResilientClient(FacadeBase):
 
     # -- the retry loop ------------------------------------------------------------------
 
-    def _run(
-        self,
-        operation: str,
-        fn: Callable[Concatenate[OpenAI, P], T],
-        deadline: float | None,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        state = self._call_state(operation, deadline)
-        return self._execute(state, fn, *args, **kwargs)
+    def _run(self, call: Any, state: CallState) -> Any:
+        """Carry out ``call`` with retries, the deadline and the rate limiters."""
+        official = self._clients.get()
 
-    def _execute(
-        self,
-        state: CallState,
-        fn: Callable[Concatenate[OpenAI, P], T],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        client = self._clients.get()
-
-        def attempt() -> T:
+        def attempt() -> Any:
+            self._pace(state)
+            if state.sink is not None:
+                state.sink.sent()
             state.attempts += 1
-            token = current_deadline.set(state.deadline_at)
-            try:
-                return fn(client, *args, **kwargs)
-            finally:
-                current_deadline.reset(token)
+            with scoped(deadline_at=state.deadline_at):
+                value = call.send(official)
+            if state.sink is not None:
+                state.sink.succeeded()
+            return value
 
-        retrying = tenacity.Retrying(
-            sleep=cancellable_sleep,
-            before_sleep=functools.partial(self._before_sleep, state),
-            **retrying_kwargs(state),
-        )
         try:
-            result: T = retrying(attempt)
+            try:
+                value = attempt()
+            except Exception as first:
+                # The first failure: only now does the retry machinery come in.
+                retrying = tenacity.Retrying(
+                    sleep=cancellable_sleep,
+                    before_sleep=functools.partial(self._before_sleep, state),
+                    **state.tenacity_kwargs(),
+                )
+                value = retrying(state.replay(first, attempt))
         except BaseException as error:
             self._after_call(state, error)
             raise
         self._after_call(state, None)
-        return result
+        return value
+
+    def _pace(self, state: CallState) -> None:
+        if not state.limiters:
+            return
+        wait = max(limiter.reserve(state.tokens) for limiter in state.limiters)
+        if wait > 0:
+            state.check_pace(wait)
+            cancellable_sleep(wait)
 
     def _before_sleep(self, state: CallState, retry_state: tenacity.RetryCallState) -> None:
-        cancel = current_cancel.get()
+        cancel = current_scope().cancel
         if cancel is not None and cancel.is_set():
             # The batch was abandoned and its requests cut: no retry, and nothing to report.
             raise BatchCancelled
-        details = self._retry_details(state, retry_state)
-        if details is not None and self._on_retry is not None:
+        details = state.retry_details(retry_state)
+        pause = state.retry_after()
+        if pause:
+            for limiter in state.limiters:
+                limiter.pause(pause)
+        if self._on_retry is not None:
             try:
                 self._on_retry(details)
             except Exception:
@@ -177,16 +171,15 @@ class ResilientClient(FacadeBase):
         """One chat completion, with retries and the deadline; returns the official type.
 
         Unknown keyword arguments go to ``client.chat.completions.create`` unchanged.
+
+        Raises:
+            InvalidResponse: the answer has no choice (after retries).
         """
-        checked = check_messages(messages)
-        chosen = model or self.chat_model
-
-        def create(client: OpenAI) -> ChatCompletion:
-            return check_completion(
-                client.chat.completions.create(model=chosen, messages=cast(Any, checked), **params)
-            )
-
-        return self._run("chat.completions", create, deadline)
+        call = ChatCall.of(
+            {"model": model or self.chat_model, "messages": check_messages(messages), **params}
+        )
+        result: ChatCompletion = self._run(call, self._call_state(call.operation, deadline))
+        return result
 
     def complete(
         self,
@@ -197,11 +190,17 @@ class ResilientClient(FacadeBase):
         deadline: float | None = None,
         **params: Any,
     ) -> str:
-        """Send ``prompt`` (and an optional ``system`` message); return the reply's text."""
-        completion = self.chat(
-            prompt_messages(prompt, system), model=model, deadline=deadline, **params
+        """Send ``prompt`` (and an optional ``system`` message); return the reply's text.
+
+        Raises:
+            InvalidResponse: the answer has no text (retried first, unless it explains why:
+                a refusal, a content filter, tool calls).
+        """
+        call = TextCall.of(
+            {"model": model or self.chat_model, "messages": prompt_messages(prompt, system)}
+            | params
         )
-        return completion_text(completion)
+        return str(self._run(call, self._call_state(call.operation, deadline)).text)
 
     def summarize(
         self,
@@ -214,7 +213,8 @@ class ResilientClient(FacadeBase):
     ) -> str:
         """Summarise ``text``; ``instructions`` replace the default summary instructions."""
         messages = summary_messages(text, instructions, max_words)
-        return completion_text(self.chat(messages, model=model, deadline=deadline))
+        call = TextCall.of({"model": model or self.chat_model, "messages": messages})
+        return str(self._run(call, self._call_state(call.operation, deadline)).text)
 
     @overload
     def embed(
@@ -241,13 +241,14 @@ class ResilientClient(FacadeBase):
     ) -> list[float] | list[list[float]]:
         """Embed one text (returns one vector) or a sequence of texts in one request (in order).
 
-        Unknown keyword arguments (``dimensions``, ``user``...) go to the official method.
+        Every text is checked as a batch checks it (type, blank, lone surrogates, 8,191 tokens);
+        every answer is checked before a vector is returned. Unknown keyword arguments
+        (``dimensions``, ``user``...) go to the endpoint.
         """
-        request = EmbeddingRequest.build(texts, model=model or self.embedding_model, params=params)
-
-        body = self._run("embeddings", send_embeddings, deadline, request)
-        vectors = decode_embeddings(body, len(request.inputs)).vectors
-        return vectors[0] if request.single else vectors
+        call, single = self._embed_call(texts, model, params)
+        payload = self._run(call, self._call_state(call.operation, deadline, tokens=call.tokens))
+        vectors: list[list[float]] = payload.vectors
+        return vectors[0] if single else vectors
 
     def call(
         self,
@@ -259,239 +260,113 @@ class ResilientClient(FacadeBase):
 
         The escape hatch for any endpoint. A ``deadline=`` keyword is taken by this method.
         """
-        deadline = cast("float | None", kwargs.pop("deadline", UNSET))
-        operation = getattr(fn, "__qualname__", "call")
-        return self._run(operation, fn, deadline, *args, **kwargs)
+        deadline = kwargs.pop("deadline", UNSET)
+        call: FunctionCall[T] = FunctionCall(fn, args, kwargs)
+        result: T = self._run(call, self._call_state(call.operation, deadline))  # type: ignore[arg-type]
+        return result
 
     # -- batches -------------------------------------------------------------------------
 
     def iter_embed_batch(
-        self,
-        texts: Iterable[object],
-        *,
-        model: str | None = None,
-        batch_size: int | None = None,
-        max_concurrency: int | None = None,
-        too_long: str = "fail",
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        deadline: float | None = None,
-        progress: bool = False,
-        on_progress: ProgressCallback | None = None,
-        **params: Any,
+        self, texts: Iterable[object], **options: Unpack[EmbedBatchOptions]
     ) -> BatchStream[list[float]]:
-        """Embed any iterable in bounded concurrent requests; stream outcomes as they finish.
+        """Like :meth:`embed_batch`, streaming ``(index, vector | ItemFailure)`` as they finish.
 
         Holds only a bounded window of inputs, so a generator of millions of texts is fine. Use
-        it as a context manager; see :meth:`embed_batch` for the arguments.
-
-        Returns:
-            A :class:`BatchStream` of ``(index, vector)`` and ``(index, ItemFailure)`` pairs.
+        it as a context manager; after the last outcome, ``stream.result()`` gives the counts.
         """
-        return self._embed_stream(
-            texts,
-            keep_values=False,
-            model=model,
-            batch_size=batch_size,
-            max_concurrency=max_concurrency,
-            too_long=too_long,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            deadline=deadline,
-            progress=progress,
-            on_progress=on_progress,
-            params=params,
-        )
+        job = self._embed_job(texts, dict(options), keep_values=False)
+        return self._stream(job, texts)
 
     def embed_batch(
-        self,
-        texts: Iterable[object],
-        *,
-        model: str | None = None,
-        batch_size: int | None = None,
-        max_concurrency: int | None = None,
-        too_long: str = "fail",
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        deadline: float | None = None,
-        progress: bool = False,
-        on_progress: ProgressCallback | None = None,
-        **params: Any,
+        self, texts: Iterable[object], **options: Unpack[EmbedBatchOptions]
     ) -> BatchResult[list[float]]:
         """Embed many texts: bounded, ordered, every input a success or a recorded failure.
 
         Args:
             texts: any iterable of strings; non-strings and blank strings fail alone.
-            model: defaults to the client's ``embedding_model``.
-            batch_size: inputs per request (default and cap 2048); requests also stay under
-                300,000 tokens.
-            max_concurrency: requests in flight (default: the client's); lowered on 429s.
-            too_long: ``"fail"`` or ``"truncate"`` inputs over 8,191 tokens.
-            requests_per_minute: optional client-side request budget.
-            tokens_per_minute: optional client-side token budget.
-            deadline: per request, retries included (default: the client's).
-            progress: show a tqdm progress bar.
-            on_progress: called as ``on_progress(done, total)``.
-            **params: passed to the embeddings endpoint (``dimensions``, ``user``...).
+            **options: see :class:`~resilient_llm.EmbedBatchOptions`: ``model``,
+                ``batch_size``, ``max_concurrency``, ``too_long``, ``requests_per_minute``,
+                ``tokens_per_minute``, ``rate_limiter``, ``deadline``, ``progress``,
+                ``on_progress``, ``dimensions``, ``user``...
 
         Returns:
             A :class:`BatchResult` with the vectors in input order.
         """
-        stream = self._embed_stream(
-            texts,
-            keep_values=True,
-            model=model,
-            batch_size=batch_size,
-            max_concurrency=max_concurrency,
-            too_long=too_long,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            deadline=deadline,
-            progress=progress,
-            on_progress=on_progress,
-            params=params,
-        )
-        return _drain(stream)
-
-    def _embed_stream(
-        self,
-        texts: Iterable[object],
-        *,
-        keep_values: bool,
-        deadline: float | None,
-        params: dict[str, Any],
-        **options: Any,
-    ) -> BatchStream[list[float]]:
-        check_deadline(deadline)
-        flow, units, bar, model = self._embedding_job(texts, keep_values=keep_values, **options)
-        EmbeddingRequest.build(["check"], model=model, params=params)  # bad params fail now
-
-        def execute(request: PlannedRequest) -> list[Outcome]:
-            return embed_unit(self, request, flow, model=model, deadline=deadline, params=params)
-
-        return BatchStream(run_units(units, execute, flow, bar, self._workers), flow, bar)
+        return self._stream(
+            self._embed_job(texts, dict(options), keep_values=True), texts
+        ).collect()
 
     def iter_summarize_batch(
-        self,
-        texts: Iterable[object],
-        *,
-        instructions: str | None = None,
-        max_words: int | None = None,
-        model: str | None = None,
-        max_input_tokens: int | None = None,
-        max_concurrency: int | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        deadline: float | None = None,
-        progress: bool = False,
-        on_progress: ProgressCallback | None = None,
+        self, texts: Iterable[object], **options: Unpack[SummarizeBatchOptions]
     ) -> BatchStream[str]:
-        """Summarise any iterable; stream ``(index, summary | ItemFailure)`` as they finish."""
-        return self._summary_stream(
-            texts,
-            keep_values=False,
-            instructions=instructions,
-            max_words=max_words,
-            model=model,
-            max_input_tokens=max_input_tokens,
-            max_concurrency=max_concurrency,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            deadline=deadline,
-            progress=progress,
-            on_progress=on_progress,
-        )
+        """Like :meth:`summarize_batch`, streaming ``(index, summary | ItemFailure)``."""
+        return self._stream(self._summary_job(texts, dict(options), keep_values=False), texts)
 
     def summarize_batch(
-        self,
-        texts: Iterable[object],
-        *,
-        instructions: str | None = None,
-        max_words: int | None = None,
-        model: str | None = None,
-        max_input_tokens: int | None = None,
-        max_concurrency: int | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        deadline: float | None = None,
-        progress: bool = False,
-        on_progress: ProgressCallback | None = None,
+        self, texts: Iterable[object], **options: Unpack[SummarizeBatchOptions]
     ) -> BatchResult[str]:
         """Summarise many texts, one chat completion each, with the bounds of :meth:`embed_batch`.
 
         Texts longer than ``max_input_tokens`` (default 100,000) are split, each part
-        summarised, and the part summaries summarised (map-reduce).
+        summarised, and the part summaries summarised (map-reduce). Options: see
+        :class:`~resilient_llm.SummarizeBatchOptions`.
         """
-        return _drain(
-            self._summary_stream(
-                texts,
-                keep_values=True,
-                instructions=instructions,
-                max_words=max_words,
-                model=model,
-                max_input_tokens=max_input_tokens,
-                max_concurrency=max_concurrency,
-                requests_per_minute=requests_per_minute,
-                tokens_per_minute=tokens_per_minute,
-                deadline=deadline,
-                progress=progress,
-                on_progress=on_progress,
-            )
-        )
-
-    def _summary_stream(
-        self, texts: Iterable[object], *, deadline: float | None, **options: Any
-    ) -> BatchStream[str]:
-        check_deadline(deadline)
-        job = self._summary_job(texts, **options)
-
-        def execute(unit: Single) -> list[Outcome]:
-            return summarize_unit(
-                self,
-                unit,
-                job.flow,
-                counter=job.counter,
-                max_input_tokens=job.max_input_tokens,
-                messages=job.messages,
-                model=job.model,
-                deadline=deadline,
-            )
-
-        return BatchStream(
-            run_units(job.units, execute, job.flow, job.progress, self._workers),
-            job.flow,
-            job.progress,
-        )
+        job = self._summary_job(texts, dict(options), keep_values=True)
+        return self._stream(job, texts).collect()
 
     def map(
-        self,
-        fn: Callable[[Any], T],
-        items: Iterable[Any],
-        *,
-        max_concurrency: int | None = None,
-        deadline_per_item: float | None = None,
-        progress: bool = False,
-        on_progress: ProgressCallback | None = None,
+        self, fn: Callable[[Any], T], items: Iterable[Any], **options: Unpack[MapOptions]
     ) -> BatchResult[T]:
         """Call ``fn(item)`` for every item on a bounded pool of threads, results in order.
 
         Every item ends as a value or a recorded failure. Calls that ``fn`` makes through
-        resilient_llm clients inherit ``deadline_per_item`` and count their retries in the
-        batch's stats; other code in ``fn`` cannot be interrupted from outside its thread.
+        resilient_llm clients inherit ``deadline_per_item`` and count in the batch's stats; other
+        code in ``fn`` cannot be interrupted from outside its thread. Options: see
+        :class:`~resilient_llm.MapOptions`.
         """
-        flow, units, bar, limit = self._map_job(
-            fn,
-            items,
-            max_concurrency=max_concurrency,
-            deadline_per_item=deadline_per_item,
-            progress=progress,
-            on_progress=on_progress,
-        )
+        job = self._map_job(fn, items, dict(options))
+        result: BatchResult[T] = self._stream(job, items).collect()
+        return result
 
-        def execute(unit: Single) -> list[Outcome]:
-            return map_unit(fn, unit, flow, deadline_per_item=limit)
+    def _stream(self, job: Job[T], source: Iterable[object]) -> BatchStream[T]:
+        return BatchStream(job, run_threads(job, source, self._executor(job), self._workers))
 
-        return _drain(BatchStream(run_units(units, execute, flow, bar, self._workers), flow, bar))
+    def _executor(self, job: Job[Any]) -> Callable[[Any], Reply]:
+        """The ``execute`` callable the sync driver runs ``job``'s calls with."""
+        limiters = job.state.limiters
+        deadline = job.options.deadline
+
+        def execute(call: Any) -> Reply:
+            if isinstance(call, ItemCall):
+                assert isinstance(job, MapJob)
+                return self._run_item(job, call)
+            state = self._call_state(
+                call.operation, deadline, tokens=call.tokens, sink=job.state, limiters=limiters
+            )
+            try:
+                value = self._run(call, state)
+            except BatchCancelled:
+                raise
+            except Exception as error:
+                return Reply(error=error, attempts=state.attempts)
+            return Reply(value, attempts=state.attempts)
+
+        return execute
+
+    def _run_item(self, job: MapJob, call: ItemCall) -> Reply:
+        if job.state.ended:
+            return Reply(error=BatchEnded(), attempts=0)
+        limit = job.options.deadline_per_item
+        deadline_at = None if limit is None else time.monotonic() + limit
+        with scoped(deadline_at=deadline_at, sink=job.state):
+            try:
+                value = job.fn(call.item)
+            except BatchCancelled:
+                raise
+            except Exception as error:
+                return Reply(error=error, attempts=1)
+        return Reply(value, attempts=1)
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ attempt to the wall-clock deadline of the logical call it belongs to:
   No extra thread is involved: the check runs in the calling thread between reads.
 - the async client relies on an anyio cancel scope around each attempt for the same guarantee.
 
-The deadline travels in a context variable that the facades set around each attempt.
+The deadline travels in the context variable of :mod:`._context`, set around each attempt.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import openai
 
-from ._policy import current_cancel, current_deadline
+from ._context import current_scope
 
 if TYPE_CHECKING:
     import httpcore2 as httpcore
@@ -48,7 +48,6 @@ __all__ = [
     "build_async_http_client",
     "build_sync_http_client",
     "prepare_tls",
-    "current_deadline",
     "httpcore",
     "httpx",
     "to_native_timeout",
@@ -70,7 +69,7 @@ def to_native_timeout(timeouts: Any) -> httpx.Timeout:
 
 
 def _budget(timeout: float | None, exc_type: type[Exception]) -> float | None:
-    deadline = current_deadline.get()
+    deadline = current_scope().deadline_at
     if deadline is None:
         return timeout
     remaining = deadline - time.monotonic()
@@ -80,7 +79,7 @@ def _budget(timeout: float | None, exc_type: type[Exception]) -> float | None:
 
 
 def _clamp_request_timeouts(request: httpx.Request) -> None:
-    deadline = current_deadline.get()
+    deadline = current_scope().deadline_at
     if deadline is None:
         return
     remaining = deadline - time.monotonic()
@@ -108,14 +107,14 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._inner = inner
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        if current_cancel.get() is None:
+        if current_scope().cancel is None:
             return self._inner.read(max_bytes, _budget(timeout, httpcore.ReadTimeout))
         return self._read_cancellable(max_bytes, timeout)
 
     def _read_cancellable(self, max_bytes: int, timeout: float | None) -> bytes:
         # A cancelled sync batch cannot interrupt a thread blocked in recv(); reading in short
         # slices lets it notice the cancellation within _CANCEL_POLL seconds instead.
-        cancel = current_cancel.get()
+        cancel = current_scope().cancel
         end = None if timeout is None else time.monotonic() + timeout
         while True:
             if cancel is not None and cancel.is_set():

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
-__all__ = ["Progress", "ProgressCallback"]
+from ._config import ProgressCallback
+
+__all__ = ["Progress"]
 
 logger = logging.getLogger("resilient_llm")
 
-ProgressCallback = Callable[[int, int], object]
-
 
 class Progress:
-    """Reports inputs done; ``total`` grows as a lazy iterable is read.
+    """Reports inputs done.
+
+    ``total`` is the number of inputs when it is known up front (the inputs have a length); for a
+    lazy iterable it is ``None`` until the end, when one last report gives the final count.
 
     Args:
         enabled: show a tqdm bar (``tqdm.auto``: a widget in notebooks, text in terminals).
-        on_progress: called as ``on_progress(done, total)`` after each finished unit.
+        on_progress: called as ``on_progress(done, total)`` as inputs finish.
         total: the number of inputs, when known up front.
         description: the bar's label.
 
@@ -35,10 +36,10 @@ class Progress:
         total: int | None,
         description: str,
     ) -> None:
-        if on_progress is not None and not callable(on_progress):
-            raise TypeError(f"on_progress must be callable, not {type(on_progress).__name__}")
         self._callback = on_progress
+        self._total = total
         self._bar: Any = None
+        self._closed = False
         if enabled:
             try:
                 from tqdm.auto import tqdm
@@ -47,34 +48,38 @@ class Progress:
                     "progress=True needs tqdm: pip install 'resilient-llm[tqdm]'"
                 ) from exc
             self._bar = tqdm(total=total, desc=description, unit="item", dynamic_ncols=True)
-        self._done = 0
+        self.done = 0
 
-    def advance(self, count: int, total: int) -> None:
-        """``count`` more inputs are done, of ``total`` known so far."""
+    def advance(self, count: int) -> None:
+        """``count`` more inputs are done."""
         if count <= 0:
             return
-        self._done += count
+        self.done += count
         if self._bar is not None:
-            if self._bar.total is not None and total > self._bar.total:
-                self._bar.total = total
             self._bar.update(count)
-        if self._callback is not None:
-            try:
-                self._callback(self._done, total)
-            except Exception:  # a broken progress hook must not lose the batch
-                logger.error("on_progress hook %r raised; ignored", self._callback, exc_info=True)
+        self._report(self._total)
+
+    def _report(self, total: int | None) -> None:
+        if self._callback is None:
+            return
+        try:
+            self._callback(self.done, total)
+        except Exception:  # a broken progress hook must not lose the batch
+            logger.error("on_progress hook %r raised; ignored", self._callback, exc_info=True)
+
+    def finish(self, total: int) -> None:
+        """The batch read all ``total`` inputs: a lazy batch reports its final count."""
+        if self._closed:
+            return
+        if self._total is None:
+            self._total = total
+            if self._bar is not None:
+                self._bar.total = total
+                self._bar.refresh()
+            self._report(total)
+        self.close()
 
     def close(self) -> None:
+        self._closed = True
         if self._bar is not None:
             self._bar.close()
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ._batch import MAX_BATCH_SIZE, ItemFailure
-from ._batch_sync import BatchStream
+from ._batch.results import ItemFailure
+from ._batch.streams import BatchStream
+from ._call import RetryDetails
 from ._cli_io import (
     Document,
     JsonlWriter,
@@ -48,9 +49,8 @@ from ._cli_io import (
     scan_output,
 )
 from ._client import ResilientClient
-from ._config import RetryPolicy, Timeouts
+from ._config import MAX_BATCH_SIZE, RetryPolicy, Timeouts
 from ._exceptions import DeadlineExceeded
-from ._policy import RetryDetails
 
 if TYPE_CHECKING:
     from .testing import MockOpenAIServer

@@ -159,8 +159,12 @@ def test_error_that_names_no_input_stops_the_batch_without_bisecting_everything(
         result = client.embed_batch(TEXTS[:400], batch_size=50, max_concurrency=1)
         assert result.stats.failed == 400
         assert {f.error_type for f in result.failures} == {"BadRequestError"}
-        # The first request and its two halves, then the batch stops sending.
-        assert server.stats.total_requests == 3
+        # The first request and one probe with an input that cannot be the bad one, then the
+        # batch stops sending: the 350 inputs of the other requests were never sent.
+        assert server.stats.total_requests == 2
+        assert result.stats.not_sent == 350
+        assert result.stopped_by is not None
+        assert result.stopped_by.error_type == "BadRequestError"
 
 
 def test_bad_inputs_fail_individually_and_are_never_sent() -> None:
@@ -270,8 +274,9 @@ async def test_async_streaming_form_yields_as_requests_finish() -> None:
                     most_held = max(most_held, source.read - len(seen))
             assert stream.result().stats.succeeded == 5_000
     assert seen == set(range(5_000))
-    # In flight, plus finished and not yet consumed, plus the one being planned.
-    assert most_held <= (2 * 4 + 2) * 100
+    # Units in flight (twice the slots, so units in back-off do not starve the pipe), plus the
+    # one being planned, plus the one being consumed, plus one chunk of inputs read ahead.
+    assert most_held <= (2 * 4 + 2) * 100 + 64
 
 
 # -- rate limits -------------------------------------------------------------------------------
@@ -289,7 +294,9 @@ def test_server_rate_limits_are_absorbed(client_rpm: float | None) -> None:
             dimensions=2,
         )
     assert result.ok, result.summary()
-    assert result.stats.requests == 120
+    # Every HTTP request counts, retries included: exactly what the server saw.
+    assert result.stats.requests == server.stats.total_requests
+    assert result.stats.requests == 120 + result.stats.rate_limited
     assert result.stats.rate_limited == server.stats.responses_by_status.get(429, 0)
     # Adaptive concurrency and Retry-After keep the 429s to a fraction of the requests.
     assert result.stats.rate_limited < 120

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypedDict, cast
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, SecretStr
 
 from .._async_client import AsyncResilientClient
-from .._batch import BatchResult
+from .._batch.results import BatchResult
 from .._client import ResilientClient
 from .._config import RetryPolicy, Timeouts
 

@@ -175,7 +175,7 @@ def test_model_alias_and_defaults() -> None:
 
 
 def test_missing_api_key_fails_at_construction() -> None:
-    with pytest.raises(Exception, match="no API key"):
+    with pytest.raises(Exception, match="api_key client option must be set"):
         ResilientEmbeddings()
 
 
