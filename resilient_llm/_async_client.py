@@ -7,12 +7,12 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 import anyio
 import tenacity
 from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from ._batch.flow import BatchEnded
 from ._batch.jobs import Job, MapJob
@@ -24,6 +24,7 @@ from ._call import CallState
 from ._context import scoped
 from ._endpoints import (
     ChatCall,
+    ChatStreamCall,
     FunctionCall,
     TextCall,
     check_messages,
@@ -36,6 +37,7 @@ from ._lifecycle import LoopClients
 from ._limits import apause, areserve
 from ._retry import AttemptDeadline
 from ._settings import UNSET, ClientBase, log_hook_failure
+from ._streams import AsyncResilientStream, Opened
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -90,8 +92,14 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
 
     # -- the retry loop ------------------------------------------------------------------
 
-    async def _run(self, call: Any, state: CallState, slots: Slots | None = None) -> Any:
-        """Carry out ``call`` with retries, the deadline and the rate limiters."""
+    async def _run(
+        self, call: Any, state: CallState, slots: Slots | None = None, *, finish: bool = True
+    ) -> Any:
+        """Carry out ``call`` with retries, the deadline and the rate limiters.
+
+        With ``finish=False`` a success is not reported yet: the caller reports it (a stream,
+        when it ends).
+        """
         official = self._clients.get()
 
         async def attempt() -> Any:
@@ -126,8 +134,25 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
         except BaseException as error:
             await self._after_call(state, error)
             raise
-        await self._after_call(state, None)
+        if finish:
+            await self._after_call(state, None)
         return value
+
+    def _stream(
+        self, opened: Opened, state: CallState, *, text_only: bool
+    ) -> AsyncResilientStream[Any]:
+        return AsyncResilientStream(
+            opened,
+            on_end=functools.partial(self._after_call, state),
+            **self._stream_options(state, text_only=text_only),
+        )
+
+    async def _open_stream(
+        self, call: Any, deadline: float | None, *, text_only: bool
+    ) -> AsyncResilientStream[Any]:
+        state = self._call_state(call.operation, deadline, tokens=call.tokens)
+        opened = await self._run(call, state, finish=False)
+        return self._stream(opened, state, text_only=text_only)
 
     @staticmethod
     async def _send(call: Any, official: AsyncOpenAI, state: CallState) -> Any:
@@ -153,13 +178,37 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
         if self._on_retry is not None:
             await _call_hook(self._on_retry, details)
 
-    async def _after_call(self, state: CallState, error: BaseException | None) -> None:
-        details = self._finished(state, error)
+    async def _after_call(
+        self, state: CallState, error: BaseException | None, chunks: int | None = None
+    ) -> None:
+        details = self._finished(state, error, chunks)
         if details is not None and self._on_call is not None:
             with anyio.CancelScope(shield=True):
                 await _call_hook(self._on_call, details)
 
     # -- endpoints -----------------------------------------------------------------------
+
+    @overload
+    async def chat(
+        self,
+        messages: Sequence[Any],
+        *,
+        model: str | None = ...,
+        deadline: float | None = ...,
+        stream: Literal[False] = ...,
+        **params: Any,
+    ) -> ChatCompletion: ...
+
+    @overload
+    async def chat(
+        self,
+        messages: Sequence[Any],
+        *,
+        model: str | None = ...,
+        deadline: float | None = ...,
+        stream: Literal[True],
+        **params: Any,
+    ) -> AsyncResilientStream[ChatCompletionChunk]: ...
 
     async def chat(
         self,
@@ -167,14 +216,44 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
         *,
         model: str | None = None,
         deadline: float | None = None,
+        stream: bool = False,
         **params: Any,
-    ) -> ChatCompletion:
-        """One chat completion, with retries and the deadline; returns the official type."""
-        call = ChatCall.of(
-            {"model": model or self.chat_model, "messages": check_messages(messages), **params}
-        )
+    ) -> ChatCompletion | AsyncResilientStream[ChatCompletionChunk]:
+        """One chat completion, with retries and the deadline; returns the official type.
+
+        With ``stream=True``: an :class:`AsyncResilientStream` of ``ChatCompletionChunk``s (see
+        :meth:`ResilientClient.chat`).
+        """
+        body = {"model": model or self.chat_model, "messages": check_messages(messages), **params}
+        if stream:
+            return await self._open_stream(ChatStreamCall.of(body), deadline, text_only=False)
+        call = ChatCall.of(body)
         result: ChatCompletion = await self._run(call, self._call_state(call.operation, deadline))
         return result
+
+    @overload
+    async def complete(
+        self,
+        prompt: str,
+        *,
+        system: str | None = ...,
+        model: str | None = ...,
+        deadline: float | None = ...,
+        stream: Literal[False] = ...,
+        **params: Any,
+    ) -> str: ...
+
+    @overload
+    async def complete(
+        self,
+        prompt: str,
+        *,
+        system: str | None = ...,
+        model: str | None = ...,
+        deadline: float | None = ...,
+        stream: Literal[True],
+        **params: Any,
+    ) -> AsyncResilientStream[str]: ...
 
     async def complete(
         self,
@@ -183,14 +262,19 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
         system: str | None = None,
         model: str | None = None,
         deadline: float | None = None,
+        stream: bool = False,
         **params: Any,
-    ) -> str:
-        """Send ``prompt`` (and an optional ``system`` message); return the reply's text."""
-        call = TextCall.of(
-            {"model": model or self.chat_model, "messages": prompt_messages(prompt, system)}
-            | params
-        )
-        answer = await self._run(call, self._call_state(call.operation, deadline))
+    ) -> str | AsyncResilientStream[str]:
+        """Send ``prompt`` (and an optional ``system`` message); return the reply's text.
+
+        With ``stream=True``: an :class:`AsyncResilientStream` of the text deltas (``str``).
+        """
+        body = {"model": model or self.chat_model, "messages": prompt_messages(prompt, system)}
+        if stream:
+            call = ChatStreamCall.of(body | params)
+            return await self._open_stream(call, deadline, text_only=True)
+        text_call = TextCall.of(body | params)
+        answer = await self._run(text_call, self._call_state(text_call.operation, deadline))
         return str(answer.text)
 
     async def summarize(
@@ -253,8 +337,12 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
         """
         deadline = kwargs.pop("deadline", UNSET)
         call: FunctionCall[T] = FunctionCall(fn, args, kwargs)
-        result: T = await self._run(call, self._call_state(call.operation, deadline))  # type: ignore[arg-type]
-        return result
+        state = self._call_state(call.operation, deadline)  # type: ignore[arg-type]
+        result = await self._run(call, state, finish=False)
+        if isinstance(result, Opened):
+            return self._stream(result, state, text_only=False)  # type: ignore[return-value]
+        await self._after_call(state, None)
+        return result  # type: ignore[no-any-return]
 
     # -- batches -------------------------------------------------------------------------
 
@@ -266,27 +354,27 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
         Use as ``async with client.iter_embed_batch(texts) as stream: async for index, outcome
         in stream: ...``.
         """
-        return self._stream(self._embed_job(texts, dict(options), keep_values=False), texts)
+        return self._batch(self._embed_job(texts, dict(options), keep_values=False), texts)
 
     async def embed_batch(
         self, texts: Iterable[object], **options: Unpack[EmbedBatchOptions]
     ) -> BatchResult[list[float]]:
         """See :meth:`ResilientClient.embed_batch`."""
         job = self._embed_job(texts, dict(options), keep_values=True)
-        return await self._stream(job, texts).collect()
+        return await self._batch(job, texts).collect()
 
     def iter_summarize_batch(
         self, texts: Iterable[object], **options: Unpack[SummarizeBatchOptions]
     ) -> AsyncBatchStream[str]:
         """Like :meth:`summarize_batch`, streaming ``(index, summary | ItemFailure)``."""
-        return self._stream(self._summary_job(texts, dict(options), keep_values=False), texts)
+        return self._batch(self._summary_job(texts, dict(options), keep_values=False), texts)
 
     async def summarize_batch(
         self, texts: Iterable[object], **options: Unpack[SummarizeBatchOptions]
     ) -> BatchResult[str]:
         """See :meth:`ResilientClient.summarize_batch`."""
         job = self._summary_job(texts, dict(options), keep_values=True)
-        return await self._stream(job, texts).collect()
+        return await self._batch(job, texts).collect()
 
     async def map(
         self,
@@ -300,10 +388,10 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
         cancel scope around each item.
         """
         job = self._map_job(fn, items, dict(options))
-        result: BatchResult[T] = await self._stream(job, items).collect()
+        result: BatchResult[T] = await self._batch(job, items).collect()
         return result
 
-    def _stream(self, job: Job[T], source: Iterable[object]) -> AsyncBatchStream[T]:
+    def _batch(self, job: Job[T], source: Iterable[object]) -> AsyncBatchStream[T]:
         return AsyncBatchStream(job, source, self._executor(job))
 
     def _executor(self, job: Job[Any]) -> AsyncExecute:

@@ -439,7 +439,7 @@ class CallState:
             )
         return exc
 
-    def details(self, error: BaseException | None, *, chunks: int | None = None) -> CallDetails:
+    def details(self, error: BaseException | None, chunks: int | None = None) -> CallDetails:
         return CallDetails(
             operation=self.name,
             attempts=self.attempts,

@@ -6,11 +6,11 @@ import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 import tenacity
 from openai import OpenAI
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from ._batch.flow import BatchEnded
 from ._batch.jobs import Job, MapJob
@@ -22,6 +22,7 @@ from ._call import CallState
 from ._context import current_scope, scoped
 from ._endpoints import (
     ChatCall,
+    ChatStreamCall,
     FunctionCall,
     TextCall,
     check_messages,
@@ -31,6 +32,7 @@ from ._endpoints import (
 from ._http import build_sync_http_client
 from ._lifecycle import ThreadClients
 from ._settings import UNSET, ClientBase, log_hook_failure
+from ._streams import Opened, ResilientStream
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -94,8 +96,12 @@ class ResilientClient(ClientBase[OpenAI]):
 
     # -- the retry loop ------------------------------------------------------------------
 
-    def _run(self, call: Any, state: CallState) -> Any:
-        """Carry out ``call`` with retries, the deadline and the rate limiters."""
+    def _run(self, call: Any, state: CallState, *, finish: bool = True) -> Any:
+        """Carry out ``call`` with retries, the deadline and the rate limiters.
+
+        With ``finish=False`` a success is not reported yet: the caller reports it (a stream,
+        when it ends).
+        """
         official = self._clients.get()
 
         def attempt() -> Any:
@@ -123,8 +129,16 @@ class ResilientClient(ClientBase[OpenAI]):
         except BaseException as error:
             self._after_call(state, error)
             raise
-        self._after_call(state, None)
+        if finish:
+            self._after_call(state, None)
         return value
+
+    def _stream(self, opened: Opened, state: CallState, *, text_only: bool) -> ResilientStream[Any]:
+        return ResilientStream(
+            opened,
+            on_end=functools.partial(self._after_call, state),
+            **self._stream_options(state, text_only=text_only),
+        )
 
     def _pace(self, state: CallState) -> None:
         if not state.limiters:
@@ -150,8 +164,10 @@ class ResilientClient(ClientBase[OpenAI]):
             except Exception:
                 log_hook_failure(self._on_retry)
 
-    def _after_call(self, state: CallState, error: BaseException | None) -> None:
-        details = self._finished(state, error)
+    def _after_call(
+        self, state: CallState, error: BaseException | None, chunks: int | None = None
+    ) -> None:
+        details = self._finished(state, error, chunks)
         if details is not None and self._on_call is not None:
             try:
                 self._on_call(details)
@@ -160,26 +176,83 @@ class ResilientClient(ClientBase[OpenAI]):
 
     # -- endpoints -----------------------------------------------------------------------
 
+    @overload
+    def chat(
+        self,
+        messages: Sequence[Any],
+        *,
+        model: str | None = ...,
+        deadline: float | None = ...,
+        stream: Literal[False] = ...,
+        **params: Any,
+    ) -> ChatCompletion: ...
+
+    @overload
+    def chat(
+        self,
+        messages: Sequence[Any],
+        *,
+        model: str | None = ...,
+        deadline: float | None = ...,
+        stream: Literal[True],
+        **params: Any,
+    ) -> ResilientStream[ChatCompletionChunk]: ...
+
     def chat(
         self,
         messages: Sequence[Any],
         *,
         model: str | None = None,
         deadline: float | None = None,
+        stream: bool = False,
         **params: Any,
-    ) -> ChatCompletion:
+    ) -> ChatCompletion | ResilientStream[ChatCompletionChunk]:
         """One chat completion, with retries and the deadline; returns the official type.
 
-        Unknown keyword arguments go to ``client.chat.completions.create`` unchanged.
+        With ``stream=True``: a :class:`ResilientStream` of official ``ChatCompletionChunk``s,
+        retried until its first chunk, bounded by ``deadline`` to its last (SPEC §9). Unknown
+        keyword arguments go to ``client.chat.completions.create`` unchanged.
 
         Raises:
             InvalidResponse: the answer has no choice (after retries).
         """
-        call = ChatCall.of(
-            {"model": model or self.chat_model, "messages": check_messages(messages), **params}
-        )
+        body = {"model": model or self.chat_model, "messages": check_messages(messages), **params}
+        if stream:
+            return self._open_stream(ChatStreamCall.of(body), deadline, text_only=False)
+        call = ChatCall.of(body)
         result: ChatCompletion = self._run(call, self._call_state(call.operation, deadline))
         return result
+
+    def _open_stream(
+        self, call: Any, deadline: float | None, *, text_only: bool
+    ) -> ResilientStream[Any]:
+        state = self._call_state(call.operation, deadline, tokens=call.tokens)
+        opened = self._run(call, state, finish=False)
+        return self._stream(opened, state, text_only=text_only)
+
+    @overload
+    def complete(
+        self,
+        prompt: str,
+        *,
+        system: str | None = ...,
+        model: str | None = ...,
+        deadline: float | None = ...,
+        stream: Literal[False] = ...,
+        **params: Any,
+    ) -> str: ...
+
+    @overload
+    def complete(
+        self,
+        prompt: str,
+        *,
+        system: str | None = ...,
+        model: str | None = ...,
+        deadline: float | None = ...,
+        stream: Literal[True],
+        **params: Any,
+    ) -> ResilientStream[str]: ...
 
     def complete(
         self,
@@ -188,18 +261,21 @@ class ResilientClient(ClientBase[OpenAI]):
         system: str | None = None,
         model: str | None = None,
         deadline: float | None = None,
+        stream: bool = False,
         **params: Any,
-    ) -> str:
+    ) -> str | ResilientStream[str]:
         """Send ``prompt`` (and an optional ``system`` message); return the reply's text.
+
+        With ``stream=True``: a :class:`ResilientStream` of the text deltas (``str``).
 
         Raises:
             InvalidResponse: the answer has no text (retried first, unless it explains why:
                 a refusal, a content filter, tool calls).
         """
-        call = TextCall.of(
-            {"model": model or self.chat_model, "messages": prompt_messages(prompt, system)}
-            | params
-        )
+        body = {"model": model or self.chat_model, "messages": prompt_messages(prompt, system)}
+        if stream:
+            return self._open_stream(ChatStreamCall.of(body | params), deadline, text_only=True)
+        call = TextCall.of(body | params)
         return str(self._run(call, self._call_state(call.operation, deadline)).text)
 
     def summarize(
@@ -258,12 +334,18 @@ class ResilientClient(ClientBase[OpenAI]):
     ) -> T:
         """Run ``fn(openai_client, *args, **kwargs)`` with the client's retries and deadline.
 
-        The escape hatch for any endpoint. A ``deadline=`` keyword is taken by this method.
+        The escape hatch for any endpoint. A ``deadline=`` keyword is taken by this method. A
+        stream ``fn`` returns (``responses.create(stream=True)``, say) comes back as a
+        :class:`ResilientStream` with the guarantees of ``chat(stream=True)``.
         """
         deadline = kwargs.pop("deadline", UNSET)
         call: FunctionCall[T] = FunctionCall(fn, args, kwargs)
-        result: T = self._run(call, self._call_state(call.operation, deadline))  # type: ignore[arg-type]
-        return result
+        state = self._call_state(call.operation, deadline)  # type: ignore[arg-type]
+        result = self._run(call, state, finish=False)
+        if isinstance(result, Opened):
+            return self._stream(result, state, text_only=False)  # type: ignore[return-value]
+        self._after_call(state, None)
+        return result  # type: ignore[no-any-return]
 
     # -- batches -------------------------------------------------------------------------
 
@@ -276,7 +358,7 @@ class ResilientClient(ClientBase[OpenAI]):
         it as a context manager; after the last outcome, ``stream.result()`` gives the counts.
         """
         job = self._embed_job(texts, dict(options), keep_values=False)
-        return self._stream(job, texts)
+        return self._batch(job, texts)
 
     def embed_batch(
         self, texts: Iterable[object], **options: Unpack[EmbedBatchOptions]
@@ -293,15 +375,14 @@ class ResilientClient(ClientBase[OpenAI]):
         Returns:
             A :class:`BatchResult` with the vectors in input order.
         """
-        return self._stream(
-            self._embed_job(texts, dict(options), keep_values=True), texts
-        ).collect()
+        job = self._embed_job(texts, dict(options), keep_values=True)
+        return self._batch(job, texts).collect()
 
     def iter_summarize_batch(
         self, texts: Iterable[object], **options: Unpack[SummarizeBatchOptions]
     ) -> BatchStream[str]:
         """Like :meth:`summarize_batch`, streaming ``(index, summary | ItemFailure)``."""
-        return self._stream(self._summary_job(texts, dict(options), keep_values=False), texts)
+        return self._batch(self._summary_job(texts, dict(options), keep_values=False), texts)
 
     def summarize_batch(
         self, texts: Iterable[object], **options: Unpack[SummarizeBatchOptions]
@@ -313,7 +394,7 @@ class ResilientClient(ClientBase[OpenAI]):
         :class:`~resilient_llm.SummarizeBatchOptions`.
         """
         job = self._summary_job(texts, dict(options), keep_values=True)
-        return self._stream(job, texts).collect()
+        return self._batch(job, texts).collect()
 
     def map(
         self, fn: Callable[[Any], T], items: Iterable[Any], **options: Unpack[MapOptions]
@@ -326,10 +407,10 @@ class ResilientClient(ClientBase[OpenAI]):
         :class:`~resilient_llm.MapOptions`.
         """
         job = self._map_job(fn, items, dict(options))
-        result: BatchResult[T] = self._stream(job, items).collect()
+        result: BatchResult[T] = self._batch(job, items).collect()
         return result
 
-    def _stream(self, job: Job[T], source: Iterable[object]) -> BatchStream[T]:
+    def _batch(self, job: Job[T], source: Iterable[object]) -> BatchStream[T]:
         return BatchStream(job, run_threads(job, source, self._executor(job), self._workers))
 
     def _executor(self, job: Job[Any]) -> Callable[[Any], Reply]:

@@ -13,9 +13,9 @@ everywhere:
 
 A failed check raises :class:`InvalidResponse`, inside the attempt, so it is retried like a 5xx.
 
-A *call* (:class:`EmbeddingsCall`, :class:`ChatCall`, :class:`TextCall`, :class:`FunctionCall`)
-is one logical request: ``send(official)`` does it with a sync official client, ``asend`` with an
-async one. The twins differ only by ``await``.
+A *call* (:class:`EmbeddingsCall`, :class:`ChatCall`, :class:`ChatStreamCall`,
+:class:`TextCall`, :class:`FunctionCall`) is one logical request: ``send(official)`` does it
+with a sync official client, ``asend`` with an async one. The twins differ only by ``await``.
 """
 
 from __future__ import annotations
@@ -36,12 +36,14 @@ from openai.types.chat import ChatCompletion
 from ._config import MAX_BATCH_SIZE, check_model
 from ._exceptions import InvalidInput, InvalidResponse
 from ._http import httpx
+from ._streams import Opened, aopen_first, is_official_stream, open_first
 
 __all__ = [
     "COMBINE_INSTRUCTIONS",
     "DEFAULT_SUMMARY_INSTRUCTIONS",
     "MAX_EMBEDDING_INPUT_TOKENS",
     "ChatCall",
+    "ChatStreamCall",
     "EmbeddingRequest",
     "EmbeddingsCall",
     "EmbeddingsPayload",
@@ -490,6 +492,25 @@ class ChatCall:
 
 
 @dataclass(frozen=True, slots=True)
+class ChatStreamCall:
+    """A streamed chat completion: one attempt opens it and reads its first chunk."""
+
+    params: dict[str, Any]
+    tokens: int = 0
+    operation: str = "chat.completions"
+
+    @classmethod
+    def of(cls, params: dict[str, Any]) -> ChatStreamCall:
+        return cls({**params, "stream": True}, _estimate_tokens(params.get("messages") or ()))
+
+    def send(self, official: Any) -> Opened:
+        return open_first(official.chat.completions.create(**self.params))
+
+    async def asend(self, official: Any) -> Opened:
+        return await aopen_first(await official.chat.completions.create(**self.params))
+
+
+@dataclass(frozen=True, slots=True)
 class TextAnswer:
     """The text of a chat answer, with its usage."""
 
@@ -543,8 +564,11 @@ class FunctionCall(Generic[R]):
             return None  # named after the endpoint the request reaches
         return name
 
-    def send(self, official: Any) -> R:
-        return cast(R, self.fn(official, *self.args, **(self.kwargs or {})))
+    def send(self, official: Any) -> R | Opened:
+        result = self.fn(official, *self.args, **(self.kwargs or {}))
+        # A stream (responses.create(stream=True), say) is opened within the attempt.
+        return open_first(result) if is_official_stream(result) else cast(R, result)
 
-    async def asend(self, official: Any) -> R:
-        return cast(R, await self.fn(official, *self.args, **(self.kwargs or {})))
+    async def asend(self, official: Any) -> R | Opened:
+        result = await self.fn(official, *self.args, **(self.kwargs or {}))
+        return await aopen_first(result) if is_official_stream(result) else cast(R, result)

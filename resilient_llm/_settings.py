@@ -232,7 +232,9 @@ class ClientBase(Generic[C]):
             tokens=tokens,
         )
 
-    def _finished(self, state: CallState, error: BaseException | None) -> CallDetails | None:
+    def _finished(
+        self, state: CallState, error: BaseException | None, chunks: int | None = None
+    ) -> CallDetails | None:
         if error is not None:
             scrub(error)
         self._stats.add(
@@ -241,7 +243,17 @@ class ClientBase(Generic[C]):
             succeeded=int(error is None),
             failed=int(error is not None),
         )
-        return state.details(error) if self._on_call is not None else None
+        return state.details(error, chunks) if self._on_call is not None else None
+
+    def _stream_options(self, state: CallState, *, text_only: bool) -> dict[str, Any]:
+        """What a stream wrapper needs to know of the call that opened it."""
+        return {
+            "operation": state.name,
+            "deadline": state.deadline,
+            "deadline_at": state.deadline_at,
+            "attempts": state.attempts,
+            "text_only": text_only,
+        }
 
     def _embed_call(
         self, texts: object, model: str | None, params: dict[str, Any]
