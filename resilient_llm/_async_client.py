@@ -423,8 +423,11 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
         async with slots.hold():
             with scoped(deadline_at=deadline_at, sink=job.state):
                 try:
-                    with anyio.fail_after(limit):
+                    if limit is None:
                         value = await job.fn(call.item)
+                    else:
+                        with anyio.fail_after(limit):
+                            value = await job.fn(call.item)
                 except TimeoutError as error:
                     if isinstance(error, DeadlineExceeded) or limit is None:
                         return Reply(error=error, attempts=1)

@@ -10,6 +10,7 @@ counting) goes to a worker thread a chunk at a time.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .flow import AdaptiveLimit, Outcome
 from .jobs import Job
@@ -30,17 +31,40 @@ _CHUNK = 64
 
 
 class Slots:
-    """Requests on the wire at once: at most the adaptive target (lowered on 429s)."""
+    """Requests on the wire at once: at most the adaptive target (lowered on 429s).
+
+    A free slot is taken without yielding to the event loop (what follows awaits I/O anyway),
+    which keeps a ``map`` of trivial items cheap; waiters are woken in order.
+    """
 
     def __init__(self, adaptive: AdaptiveLimit) -> None:
         self._adaptive = adaptive
-        self._limiter = anyio.CapacityLimiter(adaptive.limit)
+        self._in_use = 0
+        self._waiters: deque[anyio.Event] = deque()
 
     @asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
-        async with self._limiter:
+        while self._in_use >= max(1, self._adaptive.limit):
+            event = anyio.Event()
+            self._waiters.append(event)
+            try:
+                await event.wait()
+            except BaseException:
+                if event in self._waiters:
+                    self._waiters.remove(event)
+                elif event.is_set():
+                    self._wake()  # pass on a wake-up this waiter will not use
+                raise
+        self._in_use += 1
+        try:
             yield
-        self._limiter.total_tokens = max(1, self._adaptive.limit)
+        finally:
+            self._in_use -= 1
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiters:
+            self._waiters.popleft().set()
 
 
 AsyncExecute = Callable[[Any, Slots], Awaitable[Reply]]
@@ -74,38 +98,54 @@ async def run_tasks(
     execute: AsyncExecute,
     send: MemoryObjectSendStream[list[Outcome] | SourceFailed],
 ) -> None:
-    """Run ``job`` over ``source``, sending the outcomes of each unit as it finishes."""
-    slots = Slots(job.state.adaptive)
-    # Units in flight: twice the slots, so that units sleeping in back-off do not starve the pipe.
-    window = anyio.Semaphore(2 * job.options.max_concurrency)
+    """Run ``job`` over ``source``, sending the outcomes of each unit as it finishes.
 
-    async def run_one(program: Program, sender: MemoryObjectSendStream[Any]) -> None:
-        # The unit leaves the window once its outcomes are handed over: memory stays bounded.
-        try:
-            async with sender:
-                await sender.send(await adrive(program, execute, slots))
-        finally:
-            window.release()
+    A fixed set of worker tasks takes units one at a time (no task per unit: a ``map`` of
+    trivial items costs little more than in the sync driver); twice as many workers as slots,
+    so that units sleeping in back-off do not starve the pipe. Memory holds one unit per worker.
+    """
+    slots = Slots(job.state.adaptive)
+    programs, queue = anyio.create_memory_object_stream[list[Program]]()
+    workers_count = 2 * job.options.max_concurrency
+
+    async def worker(
+        queue: MemoryObjectReceiveStream[list[Program]], sender: MemoryObjectSendStream[Any]
+    ) -> None:
+        async with queue, sender:
+            async for group in queue:
+                outcomes: list[Outcome] = []
+                for program in group:
+                    outcomes += await adrive(program, execute, slots)
+                await sender.send(outcomes)
 
     async with send, anyio.create_task_group() as workers:
-        inputs = iter(source)
-        while True:
-            try:
-                raws = _read(inputs)
-            except Exception as error:
-                await send.send(SourceFailed(error))
-                return
-            if not raws:
-                units = job.finish()
-            elif job.heavy(raws):
-                units = await anyio.to_thread.run_sync(job.prepare, raws)
-            else:
-                units = job.prepare(raws)
-            for unit in units:
-                if isinstance(unit, Rejected):
-                    await send.send(job.reject(unit))
-                    continue
-                await window.acquire()
-                workers.start_soon(run_one, job.program(unit), send.clone())
-            if not raws:
-                return
+        for _ in range(workers_count):
+            workers.start_soon(worker, queue.clone(), send.clone())
+        queue.close()
+        async with programs:
+            inputs = iter(source)
+            while True:
+                try:
+                    raws = _read(inputs)
+                except Exception as error:
+                    await send.send(SourceFailed(error))
+                    return
+                if not raws:
+                    units = job.finish()
+                elif job.heavy(raws):
+                    units = await anyio.to_thread.run_sync(job.prepare, raws)
+                else:
+                    units = job.prepare(raws)
+                ready = []
+                for unit in units:
+                    if isinstance(unit, Rejected):
+                        await send.send(job.reject(unit))
+                    else:
+                        ready.append(job.program(unit))
+                # Many small units (map items) go in groups, each run in turn by one worker:
+                # fewer hand-overs, and still every slot busy.
+                size = max(1, len(ready) // workers_count)
+                for start in range(0, len(ready), size):
+                    await programs.send(ready[start : start + size])
+                if not raws:
+                    return
