@@ -126,7 +126,13 @@ class SizeLimits:
                 f"Request size is too large. Request size is {size / 1024 / 1024} MB. "
                 f"Max size is {limit / 1024 / 1024} MB"
             )
-            return error_reply(400, message, "bad_request_error", None, "content-length")
+            error = {
+                "message": message,
+                "type": "bad_request_error",
+                "param": "content-length",
+                "code": 400,
+            }
+            return Reply(400, JSON_HEADERS, json.dumps({"error": error}).encode())
         return error_reply(
             413, f"Request body too large: {size} bytes, at most {limit}.", "invalid_request_error"
         )
