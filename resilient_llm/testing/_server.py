@@ -695,7 +695,7 @@ class MockOpenAIServer:
                 f"Invalid input: the request contains the poison marker {marker!r}.",
                 "invalid_request_error",
                 None,
-                "input" if api.endpoint == "embeddings" else "messages",
+                "messages" if api.endpoint == "chat" else "input",
             )
         if self._limiter is not None and api.endpoint in ("embeddings", "chat", "responses"):
             refusal = self._limiter.acquire(time.monotonic(), api.prompt_tokens)
