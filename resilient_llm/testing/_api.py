@@ -649,7 +649,6 @@ def _responses(req: ApiRequest, number: int) -> Reply:
             "top_p": 1.0,
             "truncation": "disabled",
             "usage": usage if done else None,
-            "user": None,
             "metadata": payload.get("metadata") or {},
         }
 
