@@ -218,3 +218,18 @@ def test_size_refusal_bodies_are_what_the_client_shows(
         "code": 413,
         "type": "Validation",
     }
+
+
+def test_the_byte_limit_is_inclusive(
+    make_client: ClientFactory, mock_openai_factory: ServerFactory
+) -> None:
+    probe = mock_openai_factory()
+    with make_client(probe) as client:
+        client.embeddings.create(model=EMBED, input=["same body"])
+    size = probe.requests[0].body_bytes
+    exact = mock_openai_factory(max_request_bytes=size, size_limit_style="tei")
+    short = mock_openai_factory(max_request_bytes=size - 1, size_limit_style="tei")
+    with make_client(exact) as client:
+        assert client.embeddings.create(model=EMBED, input=["same body"]).data
+    assert _refused(make_client, short, input=["same body"]).status_code == 413
+    assert exact.requests[0].body_bytes == short.requests[0].body_bytes == size
