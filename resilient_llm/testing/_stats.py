@@ -37,7 +37,9 @@ class RequestRecord:
             inputs), ``"bytes"`` (body too large), ``"input_tokens"`` (an input over the
             context) or ``"request_tokens"`` (over the tokens per request); None otherwise.
         client_closed: The client closed the connection before the response was complete
-            (it gave up on a slow or hung answer, or stopped reading a stream).
+            (it gave up on a slow or hung answer, or stopped reading a stream). A stream sent
+            at full speed is usually all in the socket buffers before a client can stop
+            reading: pace it (``stream_chunk_interval``, `Fault.slow_chunks`) to see the close.
         chunks_sent: For a streamed answer, the events written before it ended or broke;
             None for a non-streamed answer.
     """
