@@ -30,6 +30,7 @@ import openai
 
 from ._context import scoped
 from ._exceptions import DeadlineExceeded, InvalidResponse, StreamInterrupted
+from ._http import httpx
 from ._messages import describe
 from ._secrets import scrub
 
@@ -69,6 +70,18 @@ class Opened:
     first: Any
 
 
+def _as_sdk_error(stream: Any, error: Exception) -> Exception:
+    """openai 3 raises its own errors for a transport failure mid-stream; openai 2 lets the HTTP
+    package's through. The same type either way, so that a stream that breaks before its first
+    chunk is retried like any connection error."""
+    request: Any = stream.response.request
+    if isinstance(error, httpx.TimeoutException):
+        return openai.APITimeoutError(request=request)
+    if isinstance(error, httpx.TransportError):
+        return openai.APIConnectionError(request=request)
+    return error
+
+
 def open_first(stream: Any) -> Opened:
     """Read the first chunk of an official sync stream, closing it if that fails."""
     try:
@@ -76,6 +89,12 @@ def open_first(stream: Any) -> Opened:
     except StopIteration:
         stream.close()
         raise InvalidResponse("the stream ended before its first chunk") from None
+    except Exception as error:
+        stream.close()
+        converted = _as_sdk_error(stream, error)
+        if converted is error:
+            raise
+        raise converted from error
     except BaseException:
         stream.close()
         raise
@@ -90,6 +109,13 @@ async def aopen_first(stream: Any) -> Opened:
         with anyio.CancelScope(shield=True):
             await stream.close()
         raise InvalidResponse("the stream ended before its first chunk") from None
+    except Exception as error:
+        with anyio.CancelScope(shield=True):
+            await stream.close()
+        converted = _as_sdk_error(stream, error)
+        if converted is error:
+            raise
+        raise converted from error
     except BaseException:
         with anyio.CancelScope(shield=True):
             await stream.close()

@@ -490,3 +490,54 @@ def test_sync_batches_from_plain_threads_share_one_client() -> None:
         assert server.stats.connections_opened == opened
     assert sorted(results) == [0, 1, 2, 3]
     assert all(result.ok and result.stats.total == 200 for result in results.values())
+
+
+# -- servers that refuse a request for its size (SPEC §6) --------------------------------------
+
+
+SIZE_STYLES = [
+    pytest.param({"max_inputs_per_request": 32, "size_limit_style": "tei"}, 32, id="tei-inputs"),
+    pytest.param({"max_inputs_per_request": 16, "size_limit_style": "azure"}, 16, id="azure"),
+    pytest.param({"max_inputs_per_request": 20, "size_limit_style": "openai"}, None, id="openai"),
+    pytest.param({"max_request_bytes": 4_000, "size_limit_style": "tei"}, None, id="tei-bytes"),
+    pytest.param({"max_request_bytes": 4_000, "size_limit_style": "litellm"}, None, id="litellm"),
+]
+
+
+@pytest.mark.parametrize(("limits", "named"), SIZE_STYLES)
+def test_a_job_adapts_to_the_size_the_server_accepts(
+    limits: dict[str, Any], named: int | None
+) -> None:
+    texts = [f"sized text {i:04d} " + "x" * 40 for i in range(600)]
+    with MockOpenAIServer(record_texts=True, **limits) as server, sync_client(server) as client:
+        result = client.embed_batch(texts, batch_size=200, dimensions=4)
+        refused = server.stats.size_refusals
+        sizes = [len(record.texts or ()) for record in server.requests]
+    assert result.ok, result.summary()
+    assert all(
+        vector == embedding_vector(text, 4)
+        for text, vector in zip(texts, result.values, strict=True)
+    )
+    limit = result.stats.size_limit
+    assert limit is not None
+    concurrency = 8  # the requests already in flight when the first refusal comes back
+    if named is not None:
+        assert limit == named  # the server named its limit: kept from the first refusal
+        assert refused <= 600 // 200
+    # Halving from 200 reaches a size that fits within log2(200) refusals per request in flight,
+    # and the smaller size is kept for the rest of the job.
+    assert refused <= concurrency * (200).bit_length()
+    assert result.stats.requests == server.stats.total_requests
+    assert max(sizes[-3:]) <= limit
+
+
+@pytest.mark.anyio
+async def test_an_async_job_adapts_to_the_size_the_server_accepts() -> None:
+    texts = [f"async sized {i}" for i in range(300)]
+    with MockOpenAIServer(max_inputs_per_request=32, size_limit_style="tei") as server:
+        async with async_client(server) as client:
+            result = await client.embed_batch(texts, batch_size=100, dimensions=4)
+    assert result.ok, result.summary()
+    assert result.stats.size_limit == 32
+    # The three requests of 100 went out together; every later one fitted.
+    assert server.stats.size_refusals <= 3

@@ -40,11 +40,13 @@ _ABOUT_SIZE = re.compile(
     r"batch[ _]size|too many inputs|number of inputs|max(?:imum)?[ _]client[ _]batch"
     r"|payload too large|request entity too large|(?:\$\.)?input'? (?:array )?is too long"
     r"|tokens? per request|(?:inputs?|items|texts) per request|array too long"
-    r"|maximum (?:batch|request) size",
+    r"|maximum (?:batch|request) size|max(?:imum)? number of inputs|request size is too large"
+    r"|length limit exceeded",
     re.IGNORECASE,
 )
 _SIZE_HINTS = (
     re.compile(r"maximum allowed batch size\D{0,10}(\d+)", re.IGNORECASE),
+    re.compile(r"max(?:imum)? number of inputs is\s*(\d+)", re.IGNORECASE),
     re.compile(r"max(?:imum)?[ _](?:client[ _])?batch[ _]size\D{0,20}(\d+)", re.IGNORECASE),
     re.compile(r"(?:at most|maximum (?:length )?is|limit of|up to|no more than)\s+(\d+)", re.I),
     re.compile(r"[<>]=?\s*(\d+)\s*(?:inputs|items|texts)", re.IGNORECASE),

@@ -77,6 +77,15 @@ def _unsent(request: PlannedRequest) -> list[tuple[int, object]]:
     return [(item.index, item.text) for item in request.items]
 
 
+@dataclass(slots=True)
+class _Split:
+    """A request split in halves because it was rejected: did both halves then succeed?"""
+
+    unanswered: int = 2
+    ok: bool = True
+    half: int = 0
+
+
 def embed_program(
     request: PlannedRequest,
     *,
@@ -86,24 +95,32 @@ def embed_program(
 ) -> Program:
     """Send one embeddings request; split it on a size refusal or down to the bad inputs.
 
-    Parts are sent depth first, in input order. See :mod:`.bisection` for the judgments.
+    Parts are sent depth first, in input order. See :mod:`.bisection` for the judgments. A
+    rejected request whose halves both succeed held no bad input: it was refused for its size
+    in words that did not say so (OpenAI's own "'$.input' is invalid"), and the smaller size is
+    kept as for a size refusal.
     """
     outcomes: list[Outcome] = []
-    pending = [request]
+    pending: list[tuple[PlannedRequest, _Split | None]] = [(request, None)]
     while pending:
-        part = pending.pop()
+        part, parent = pending.pop()
         if state.ended:
             outcomes += state.fail_unsent(_unsent(part))
             continue
         limit = state.size_limit
         if limit is not None and len(part) > limit:
-            pending.extend(reversed(part.split(limit)))
+            pending.extend((piece, parent) for piece in reversed(part.split(limit)))
             continue
         reply = yield make_call(part)
         error = reply.error
         if isinstance(error, BatchEnded):
-            pending.append(part)  # never sent: failed as unsent above
+            pending.append((part, parent))  # never sent: failed as unsent above
             continue
+        if parent is not None:
+            parent.unanswered -= 1
+            parent.ok &= error is None
+            if parent.unanswered == 0 and parent.ok:
+                state.limit_size(parent.half)
         if error is None:
             payload: EmbeddingsPayload = reply.value
             state.proved()
@@ -114,7 +131,8 @@ def embed_program(
         refusal = size_refusal(error)
         if refusal is not None and len(part) > 1:
             state.limit_size(smaller_size(len(part), refusal))
-            pending.extend(reversed(part.split(state.size_limit or 1)))
+            pieces = part.split(state.size_limit or 1)
+            pending.extend((piece, parent) for piece in reversed(pieces))
             continue
         if is_input_rejection(error) and not state.ended:
             if state.should_probe():
@@ -126,7 +144,9 @@ def embed_program(
                     state.end(error if is_input_rejection(answer.error) else answer.error)
             if not state.ended and len(part) > 1:
                 state.accountant.count(bisections=1)
-                pending.extend(reversed(part.halves()))
+                halves = part.halves()
+                split = _Split(half=max(len(half) for half in halves))
+                pending.extend((half, split) for half in reversed(halves))
                 continue
         outcomes += state.fail_request(part, error, attempts=reply.attempts)
     return outcomes

@@ -48,6 +48,17 @@ def error(status: int, message: str, **fields: Any) -> openai.APIStatusError:
         (error(400, "Too many inputs: at most 100 inputs per request"), 100),
         (error(400, "Requested 350000 tokens, max 300000 tokens per request"), None),
         (error(413, "Request Entity Too Large"), None),
+        # The wordings the testing kit's size styles copy from the real servers.
+        (status_error(413, body={"message": TEI_BATCH, "code": 413, "type": "Validation"}), 32),
+        (error(400, "Too many inputs. The max number of inputs is 16.  We hope to increase"), 16),
+        (
+            error(
+                400,
+                "Request size is too large. Request size is 7 MB. Max size is 5 MB",
+                param="content-length",
+            ),
+            None,
+        ),
         (status_error(413, body={}), None),
     ],
 )
