@@ -85,7 +85,7 @@ async def test_async_streamed_deltas_are_the_answer(server: MockOpenAIServer) ->
     assert server.stats.requests_by_path[CHAT_PATH] == 2
 
 
-# -- retried until the first chunk ------------------------------------------------------------------
+# -- retried until the first chunk ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -111,17 +111,16 @@ async def test_async_failure_before_the_first_chunk_is_retried(server: MockOpenA
     assert server.stats.requests_by_path[CHAT_PATH] == 3
 
 
-# -- after the first chunk: never retried silently --------------------------------------------------
+# -- after the first chunk: never retried silently ------------------------------------------------
 
 
 def test_a_reset_mid_stream_raises_once_with_the_count(server: MockOpenAIServer) -> None:
     server.script(Fault.reset(after_chunks=3), path=CHAT_PATH)
     with sync_client(server) as client:
         stream = client.complete(PROMPT, stream=True)
-        received = []
+        received: list[str] = []
         with pytest.raises(StreamInterrupted) as caught:
-            for delta in stream:
-                received.append(delta)
+            received.extend(stream)
     # A role chunk, then one word per chunk: 3 chunks delivered, 2 of them text.
     assert caught.value.chunks == 3
     assert caught.value.text == "".join(received)
@@ -142,7 +141,7 @@ async def test_async_reset_mid_stream_raises_once_with_the_count(server: MockOpe
     assert server.stats.requests_by_path[CHAT_PATH] == 1
 
 
-# -- the deadline bounds the whole stream -----------------------------------------------------------
+# -- the deadline bounds the whole stream ---------------------------------------------------------
 
 
 def test_slow_chunks_end_at_the_deadline_and_the_connection_is_closed(
@@ -156,7 +155,8 @@ def test_slow_chunks_end_at_the_deadline_and_the_connection_is_closed(
                 pass
         elapsed = time.monotonic() - started
     assert elapsed <= 1.5
-    assert caught.value.chunks is not None and 0 < caught.value.chunks < 12
+    assert caught.value.chunks is not None
+    assert 0 < caught.value.chunks < 12
     assert ANSWER.startswith(caught.value.text or "")
     settled(server)
     assert [record.client_closed for record in server.requests] == [True]
@@ -172,7 +172,8 @@ async def test_async_slow_chunks_end_at_the_deadline(server: MockOpenAIServer) -
                 pass
         elapsed = time.monotonic() - started
     assert elapsed <= 1.5
-    assert caught.value.chunks is not None and caught.value.chunks > 0
+    assert caught.value.chunks is not None
+    assert caught.value.chunks > 0
     await anyio.to_thread.run_sync(settled, server)
     assert [record.client_closed for record in server.requests] == [True]
 
@@ -198,7 +199,7 @@ def test_a_stall_longer_than_the_read_timeout_interrupts(server: MockOpenAIServe
     assert server.stats.requests_by_path[CHAT_PATH] == 1
 
 
-# -- closing ------------------------------------------------------------------------------------
+# -- closing --------------------------------------------------------------------------------------
 
 
 def test_breaking_out_twenty_times_leaves_nothing_open() -> None:
@@ -288,7 +289,7 @@ async def test_async_responses_stream_through_call(server: MockOpenAIServer) -> 
     assert stream.text == ANSWER
 
 
-# -- hooks ---------------------------------------------------------------------------------------
+# -- hooks ----------------------------------------------------------------------------------------
 
 
 def test_one_call_record_per_stream_when_it_ends(server: MockOpenAIServer) -> None:
