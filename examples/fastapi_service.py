@@ -10,7 +10,8 @@ keeps one official ``AsyncOpenAI`` per event loop and closes it on that loop at 
 mock server.
 
 Endpoints: ``POST /embed`` ``{"texts": [...]}``, ``POST /summarize`` ``{"text": ..., "max_words":
-...}``, ``GET /health``.
+...}``, ``POST /chat`` ``{"prompt": ...}`` (the reply streamed to the browser as it is written),
+``GET /health``.
 """
 
 from __future__ import annotations
@@ -26,14 +27,19 @@ from typing import Any
 import anyio
 import openai
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from resilient_llm import AsyncResilientClient, DeadlineExceeded
+from resilient_llm import AsyncResilientClient, DeadlineExceeded, StreamInterrupted
 
 
 class EmbedRequest(BaseModel):
     texts: list[str] = Field(min_length=1, max_length=2048)
     dimensions: int | None = None
+
+
+class ChatRequest(BaseModel):
+    prompt: str = Field(min_length=1)
 
 
 class SummarizeRequest(BaseModel):
@@ -94,6 +100,29 @@ def create_app(**client_options: Any) -> FastAPI:
         except openai.APIConnectionError as exc:
             raise HTTPException(502, "upstream unreachable") from exc
         return {"summary": summary}
+
+    @app.post("/chat")
+    async def chat(body: ChatRequest, request: Request) -> StreamingResponse:
+        # Retried until the first chunk arrives, so a 429 or a reset before it never reaches
+        # the browser; once text is flowing, a failure ends the stream with a note instead.
+        try:
+            stream = await llm(request).complete(body.prompt, stream=True, deadline=60)
+        except DeadlineExceeded as exc:
+            raise HTTPException(504, str(exc)) from exc
+        except (openai.APIError, openai.OpenAIError) as exc:
+            raise HTTPException(502, "upstream error") from exc
+
+        async def text() -> AsyncIterator[str]:
+            # The stream closes its connection when the browser goes away (this generator is
+            # closed) or when it ends; it is bounded by its deadline either way.
+            async with stream:
+                try:
+                    async for delta in stream:
+                        yield delta
+                except (StreamInterrupted, DeadlineExceeded) as exc:
+                    yield f"\n[interrupted after {exc.chunks} chunks]"
+
+        return StreamingResponse(text(), media_type="text/plain; charset=utf-8")
 
     return app
 

@@ -29,6 +29,11 @@ print(client.complete("Say hello in five words.", system="You are terse."))
 vector = client.embed("hello world")
 print(f"one vector of {len(vector)} floats")
 
+# %% 2b. Tokens as they come: a stream, retried until its first chunk, bounded by its deadline
+for delta in client.complete("Tell me about kettles in ten words.", stream=True):
+    print(delta, end="", flush=True)
+print()
+
 # %% 3. A batch with a progress bar: every input ends as a vector or a recorded failure
 reviews = [
     f"Review {i}: the {['blender', 'kettle', 'toaster'][i % 3]} is "

@@ -156,6 +156,34 @@ async def test_fastapi_reports_a_failed_text_and_summarizes() -> None:
     assert invalid.status_code == 422
 
 
+@pytest.mark.anyio
+async def test_fastapi_streams_a_reply_to_the_browser() -> None:
+    from resilient_llm.testing import Fault, chat_reply_text
+
+    example = load_fastapi_example()
+    prompt = "one two three four"
+    with MockOpenAIServer(stream_chunk_interval=0.02) as server:
+        server.script(Fault.status(429, retry_after=0), path="/v1/chat/completions")
+        app = example.create_app(base_url=server.base_url, api_key=TEST_KEY)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+                pieces: list[str] = []
+                async with http.stream("POST", "/chat", json={"prompt": prompt}) as response:
+                    async for piece in response.aiter_text():
+                        pieces.append(piece)
+                health = await http.get("/health")
+    assert response.status_code == 200
+    assert "".join(pieces) == chat_reply_text(prompt)
+    # It was streamed from the server (httpx's ASGI transport hands the body over whole).
+    chunks_sent = server.requests[-1].chunks_sent
+    assert chunks_sent is not None
+    assert chunks_sent > 1
+    assert health.status_code == 200
+    # The 429 before the first chunk was retried: the browser never saw it.
+    assert server.stats.responses_by_status == {429: 1, 200: 1}
+
+
 # --- README ----------------------------------------------------------------------------------
 
 README = EXAMPLES.parent / "README.md"
