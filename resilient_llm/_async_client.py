@@ -24,9 +24,7 @@ from ._call import CallState
 from ._context import scoped
 from ._endpoints import (
     ChatCall,
-    ChatStreamCall,
     FunctionCall,
-    TextCall,
     check_messages,
     prompt_messages,
     summary_messages,
@@ -226,7 +224,7 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
         """
         body = {"model": model or self.chat_model, "messages": check_messages(messages), **params}
         if stream:
-            return await self._open_stream(ChatStreamCall.of(body), deadline, text_only=False)
+            return await self._open_stream(ChatCall.of(body, "stream"), deadline, text_only=False)
         call = ChatCall.of(body)
         result: ChatCompletion = await self._run(call, self._call_state(call.operation, deadline))
         return result
@@ -271,9 +269,9 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
         """
         body = {"model": model or self.chat_model, "messages": prompt_messages(prompt, system)}
         if stream:
-            call = ChatStreamCall.of(body | params)
+            call = ChatCall.of(body | params, "stream")
             return await self._open_stream(call, deadline, text_only=True)
-        text_call = TextCall.of(body | params)
+        text_call = ChatCall.of(body | params, "text")
         answer = await self._run(text_call, self._call_state(text_call.operation, deadline))
         return str(answer.text)
 
@@ -288,7 +286,7 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
     ) -> str:
         """Summarise ``text``; ``instructions`` replace the default summary instructions."""
         messages = summary_messages(text, instructions, max_words)
-        call = TextCall.of({"model": model or self.chat_model, "messages": messages})
+        call = ChatCall.of({"model": model or self.chat_model, "messages": messages}, "text")
         answer = await self._run(call, self._call_state(call.operation, deadline))
         return str(answer.text)
 

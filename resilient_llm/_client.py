@@ -22,9 +22,7 @@ from ._call import CallState
 from ._context import current_scope, scoped
 from ._endpoints import (
     ChatCall,
-    ChatStreamCall,
     FunctionCall,
-    TextCall,
     check_messages,
     prompt_messages,
     summary_messages,
@@ -218,7 +216,7 @@ class ResilientClient(ClientBase[OpenAI]):
         """
         body = {"model": model or self.chat_model, "messages": check_messages(messages), **params}
         if stream:
-            return self._open_stream(ChatStreamCall.of(body), deadline, text_only=False)
+            return self._open_stream(ChatCall.of(body, "stream"), deadline, text_only=False)
         call = ChatCall.of(body)
         result: ChatCompletion = self._run(call, self._call_state(call.operation, deadline))
         return result
@@ -274,8 +272,8 @@ class ResilientClient(ClientBase[OpenAI]):
         """
         body = {"model": model or self.chat_model, "messages": prompt_messages(prompt, system)}
         if stream:
-            return self._open_stream(ChatStreamCall.of(body | params), deadline, text_only=True)
-        call = TextCall.of(body | params)
+            return self._open_stream(ChatCall.of(body | params, "stream"), deadline, text_only=True)
+        call = ChatCall.of(body | params, "text")
         return str(self._run(call, self._call_state(call.operation, deadline)).text)
 
     def summarize(
@@ -289,7 +287,7 @@ class ResilientClient(ClientBase[OpenAI]):
     ) -> str:
         """Summarise ``text``; ``instructions`` replace the default summary instructions."""
         messages = summary_messages(text, instructions, max_words)
-        call = TextCall.of({"model": model or self.chat_model, "messages": messages})
+        call = ChatCall.of({"model": model or self.chat_model, "messages": messages}, "text")
         return str(self._run(call, self._call_state(call.operation, deadline)).text)
 
     @overload

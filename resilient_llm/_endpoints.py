@@ -13,8 +13,8 @@ everywhere:
 
 A failed check raises :class:`InvalidResponse`, inside the attempt, so it is retried like a 5xx.
 
-A *call* (:class:`EmbeddingsCall`, :class:`ChatCall`, :class:`ChatStreamCall`,
-:class:`TextCall`, :class:`FunctionCall`) is one logical request: ``send(official)`` does it
+A *call* (:class:`EmbeddingsCall`, :class:`ChatCall`, :class:`FunctionCall`) is one logical
+request: ``send(official)`` does it
 with a sync official client, ``asend`` with an async one. The twins differ only by ``await``.
 """
 
@@ -28,7 +28,7 @@ import sys
 from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import anyio.to_thread
 from openai.types.chat import ChatCompletion
@@ -42,14 +42,13 @@ __all__ = [
     "COMBINE_INSTRUCTIONS",
     "DEFAULT_SUMMARY_INSTRUCTIONS",
     "MAX_EMBEDDING_INPUT_TOKENS",
+    "ChatAnswer",
     "ChatCall",
-    "ChatStreamCall",
     "EmbeddingRequest",
     "EmbeddingsCall",
     "EmbeddingsPayload",
     "FunctionCall",
     "TextAnswer",
-    "TextCall",
     "check_completion",
     "check_messages",
     "check_text",
@@ -473,44 +472,6 @@ def _estimate_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class ChatCall:
-    """One chat completion through the official method; answers the checked ``ChatCompletion``."""
-
-    params: dict[str, Any]
-    tokens: int = 0
-    operation: str = "chat.completions"
-
-    @classmethod
-    def of(cls, params: dict[str, Any]) -> ChatCall:
-        return cls(params, _estimate_tokens(params.get("messages") or ()))
-
-    def send(self, official: Any) -> ChatCompletion:
-        return check_completion(official.chat.completions.create(**self.params))
-
-    async def asend(self, official: Any) -> ChatCompletion:
-        return check_completion(await official.chat.completions.create(**self.params))
-
-
-@dataclass(frozen=True, slots=True)
-class ChatStreamCall:
-    """A streamed chat completion: one attempt opens it and reads its first chunk."""
-
-    params: dict[str, Any]
-    tokens: int = 0
-    operation: str = "chat.completions"
-
-    @classmethod
-    def of(cls, params: dict[str, Any]) -> ChatStreamCall:
-        return cls({**params, "stream": True}, _estimate_tokens(params.get("messages") or ()))
-
-    def send(self, official: Any) -> Opened:
-        return open_first(official.chat.completions.create(**self.params))
-
-    async def asend(self, official: Any) -> Opened:
-        return await aopen_first(await official.chat.completions.create(**self.params))
-
-
-@dataclass(frozen=True, slots=True)
 class TextAnswer:
     """The text of a chat answer, with its usage."""
 
@@ -528,24 +489,42 @@ class TextAnswer:
         )
 
 
+ChatAnswer = Literal["completion", "text", "stream"]
+
+
 @dataclass(frozen=True, slots=True)
-class TextCall:
-    """A chat completion whose answer must be text (``complete``, ``summarize``, batches)."""
+class ChatCall:
+    """One chat completion through the official method.
+
+    Attributes:
+        params: the arguments of ``chat.completions.create``.
+        answer: what the call answers: the checked ``ChatCompletion`` (``chat``), its text as a
+            :class:`TextAnswer` (``complete``, ``summarize``, batches), or the opened stream
+            (:class:`~._streams.Opened`: its first chunk was read within the attempt).
+    """
 
     params: dict[str, Any]
     tokens: int = 0
+    answer: ChatAnswer = "completion"
     operation: str = "chat.completions"
 
     @classmethod
-    def of(cls, params: dict[str, Any]) -> TextCall:
-        return cls(params, _estimate_tokens(params.get("messages") or ()))
+    def of(cls, params: dict[str, Any], answer: ChatAnswer = "completion") -> ChatCall:
+        if answer == "stream":
+            params = {**params, "stream": True}
+        return cls(params, _estimate_tokens(params.get("messages") or ()), answer)
 
-    def send(self, official: Any) -> TextAnswer:
-        return TextAnswer.of(check_completion(official.chat.completions.create(**self.params)))
+    def _read(self, created: Any) -> Any:
+        completion = check_completion(created)
+        return TextAnswer.of(completion) if self.answer == "text" else completion
 
-    async def asend(self, official: Any) -> TextAnswer:
-        completion = await official.chat.completions.create(**self.params)
-        return TextAnswer.of(check_completion(completion))
+    def send(self, official: Any) -> Any:
+        created = official.chat.completions.create(**self.params)
+        return open_first(created) if self.answer == "stream" else self._read(created)
+
+    async def asend(self, official: Any) -> Any:
+        created = await official.chat.completions.create(**self.params)
+        return await aopen_first(created) if self.answer == "stream" else self._read(created)
 
 
 @dataclass(frozen=True, slots=True)

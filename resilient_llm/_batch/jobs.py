@@ -14,9 +14,9 @@ from typing import Any, Generic, TypeVar
 from .._config import BatchOptions
 from .._endpoints import (
     MAX_EMBEDDING_INPUT_TOKENS,
+    ChatCall,
     EmbeddingRequest,
     EmbeddingsCall,
-    TextCall,
     summary_messages,
     text_problem,
 )
@@ -183,12 +183,12 @@ class SummaryJob(Job[str]):
                 units.append(Rejected(index, InvalidInput(problem), raw))
         return units
 
-    def _call(self, step: SummaryStep) -> TextCall:
+    def _call(self, step: SummaryStep) -> ChatCall:
         options = self.options
         messages = summary_messages(
             step.text, options.instructions, options.max_words, combine=step.combine
         )
-        return TextCall.of({"model": options.model, "messages": messages})
+        return ChatCall.of({"model": options.model, "messages": messages}, "text")
 
     def program(self, unit: PlannedRequest | Single) -> Program:
         assert isinstance(unit, Single)
