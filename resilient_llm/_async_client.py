@@ -101,7 +101,6 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
         official = self._clients.get()
 
         async def attempt() -> Any:
-            await self._pace(state)
             value = _NOTHING
             remaining = state.remaining()
             with scoped(deadline_at=state.deadline_at):
@@ -152,12 +151,18 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
         opened = await self._run(call, state, finish=False)
         return self._stream(opened, state, text_only=text_only)
 
-    @staticmethod
-    async def _send(call: Any, official: AsyncOpenAI, state: CallState) -> Any:
+    async def _send(self, call: Any, official: AsyncOpenAI, state: CallState) -> Any:
+        """One attempt on the wire (in its slot, in a batch): paced, counted, sent."""
+        await self._pace(state)
         if state.sink is not None:
             state.sink.sent()
         state.attempts += 1
-        return await call.asend(official)
+        try:
+            return await call.asend(official)
+        except Exception as error:
+            if state.sink is not None:
+                state.sink.refused(error)  # before the slot is given back
+            raise
 
     async def _pace(self, state: CallState) -> None:
         if not state.limiters:

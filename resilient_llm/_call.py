@@ -123,6 +123,9 @@ class CallSink(Protocol):
     def sent(self) -> None:
         """One HTTP request is about to go out."""
 
+    def refused(self, error: BaseException) -> None:
+        """An attempt failed with ``error`` (told at once, before its slot is given back)."""
+
     def succeeded(self) -> None:
         """An attempt succeeded."""
 

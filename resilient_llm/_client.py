@@ -17,7 +17,14 @@ from ._batch.jobs import Job, MapJob
 from ._batch.programs import ItemCall, Reply
 from ._batch.results import BatchResult
 from ._batch.streams import BatchStream
-from ._batch.threads import BatchCancelled, WorkerThreads, cancellable_sleep, run_threads
+from ._batch.threads import (
+    BatchCancelled,
+    Execute,
+    ThreadSlots,
+    WorkerThreads,
+    cancellable_sleep,
+    run_threads,
+)
 from ._call import CallState
 from ._context import current_scope, scoped
 from ._endpoints import (
@@ -79,7 +86,7 @@ class ResilientClient(ClientBase[OpenAI]):
 
     def _setup(self) -> None:
         self._clients = ThreadClients(self._make_openai)
-        self._workers = WorkerThreads(self.max_concurrency)
+        self._workers = WorkerThreads(2 * self.max_concurrency)
 
     def _make_openai(self) -> OpenAI:
         http_client = build_sync_http_client(self.timeouts)
@@ -94,7 +101,14 @@ class ResilientClient(ClientBase[OpenAI]):
 
     # -- the retry loop ------------------------------------------------------------------
 
-    def _run(self, call: Any, state: CallState, *, finish: bool = True) -> Any:
+    def _run(
+        self,
+        call: Any,
+        state: CallState,
+        slots: ThreadSlots | None = None,
+        *,
+        finish: bool = True,
+    ) -> Any:
         """Carry out ``call`` with retries, the deadline and the rate limiters.
 
         With ``finish=False`` a success is not reported yet: the caller reports it (a stream,
@@ -103,12 +117,12 @@ class ResilientClient(ClientBase[OpenAI]):
         official = self._clients.get()
 
         def attempt() -> Any:
-            self._pace(state)
-            if state.sink is not None:
-                state.sink.sent()
-            state.attempts += 1
             with scoped(deadline_at=state.deadline_at):
-                value = call.send(official)
+                if slots is None:
+                    value = self._send(call, official, state)
+                else:
+                    with slots.hold():
+                        value = self._send(call, official, state)
             if state.sink is not None:
                 state.sink.succeeded()
             return value
@@ -130,6 +144,19 @@ class ResilientClient(ClientBase[OpenAI]):
         if finish:
             self._after_call(state, None)
         return value
+
+    def _send(self, call: Any, official: OpenAI, state: CallState) -> Any:
+        """One attempt on the wire (in its slot, in a batch): paced, counted, sent."""
+        self._pace(state)
+        if state.sink is not None:
+            state.sink.sent()
+        state.attempts += 1
+        try:
+            return call.send(official)
+        except Exception as error:
+            if state.sink is not None:
+                state.sink.refused(error)  # before the slot is given back
+            raise
 
     def _stream(self, opened: Opened, state: CallState, *, text_only: bool) -> ResilientStream[Any]:
         return ResilientStream(
@@ -411,20 +438,20 @@ class ResilientClient(ClientBase[OpenAI]):
     def _batch(self, job: Job[T], source: Iterable[object]) -> BatchStream[T]:
         return BatchStream(job, run_threads(job, source, self._executor(job), self._workers))
 
-    def _executor(self, job: Job[Any]) -> Callable[[Any], Reply]:
+    def _executor(self, job: Job[Any]) -> Execute:
         """The ``execute`` callable the sync driver runs ``job``'s calls with."""
         limiters = job.state.limiters
         deadline = job.options.deadline
 
-        def execute(call: Any) -> Reply:
+        def execute(call: Any, slots: ThreadSlots) -> Reply:
             if isinstance(call, ItemCall):
                 assert isinstance(job, MapJob)
-                return self._run_item(job, call)
+                return self._run_item(job, call, slots)
             state = self._call_state(
                 call.operation, deadline, tokens=call.tokens, sink=job.state, limiters=limiters
             )
             try:
-                value = self._run(call, state)
+                value = self._run(call, state, slots)
             except BatchCancelled:
                 raise
             except Exception as error:
@@ -433,12 +460,12 @@ class ResilientClient(ClientBase[OpenAI]):
 
         return execute
 
-    def _run_item(self, job: MapJob, call: ItemCall) -> Reply:
+    def _run_item(self, job: MapJob, call: ItemCall, slots: ThreadSlots) -> Reply:
         if job.state.ended:
             return Reply(error=BatchEnded(), attempts=0)
         limit = job.options.deadline_per_item
         deadline_at = None if limit is None else time.monotonic() + limit
-        with scoped(deadline_at=deadline_at, sink=job.state):
+        with slots.hold(), scoped(deadline_at=deadline_at, sink=job.state):
             try:
                 value = job.fn(call.item)
             except BatchCancelled:

@@ -254,8 +254,9 @@ def test_streaming_form_holds_a_bounded_window_of_a_large_generator() -> None:
         result = stream.result()
     assert received == 50_000 == result.stats.succeeded
     assert result.values == []  # the streaming form keeps no values
-    # Never more than the requests in flight plus the one being planned.
-    assert most_held <= (concurrency + 2) * batch_size
+    # Units in flight (twice the slots, so units in back-off do not starve the pipe), plus the
+    # one being planned, plus the one being consumed, plus a few inputs read ahead.
+    assert most_held <= (2 * concurrency + 2) * batch_size + 16
 
 
 @pytest.mark.anyio

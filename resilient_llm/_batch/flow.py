@@ -137,6 +137,11 @@ class BatchState(Generic[T]):
             raise BatchEnded
         self.accountant.count(requests=1)
 
+    def refused(self, error: BaseException) -> None:
+        # An error every request would meet ends the batch before the next one takes the slot.
+        if ends_batch(error):
+            self.end(error)
+
     def succeeded(self) -> None:
         self._proven = True
         self.adaptive.on_success()

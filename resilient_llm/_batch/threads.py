@@ -20,7 +20,7 @@ from typing import Any
 
 from .._context import current_scope, scoped
 from .._lifecycle import fork_generation
-from .flow import Outcome
+from .flow import AdaptiveLimit, Outcome
 from .jobs import Job
 from .programs import Program, Rejected, Reply, Unit
 
@@ -33,7 +33,34 @@ _POLL_SECONDS = 0.1
 # Raw inputs read from the user's iterable at a time.
 _READ_AHEAD = 16
 
-Execute = Callable[[Any], Reply]
+
+class ThreadSlots:
+    """Requests on the wire at once: at most the adaptive target (lowered on 429s).
+
+    The sync twin of :class:`~.tasks.Slots`: a unit holds a slot only while a request of it is
+    on the wire, so one that backs off gives its slot back while it sleeps.
+    """
+
+    def __init__(self, adaptive: AdaptiveLimit) -> None:
+        self._adaptive = adaptive
+        self._in_use = 0
+        self._free = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._free:
+            while self._in_use >= max(1, self._adaptive.limit):
+                self._free.wait(_POLL_SECONDS)
+            self._in_use += 1
+        try:
+            yield
+        finally:
+            with self._free:
+                self._in_use -= 1
+                self._free.notify()
+
+
+Execute = Callable[[Any, ThreadSlots], Reply]
 
 
 class BatchCancelled(Exception):
@@ -49,7 +76,7 @@ def cancellable_sleep(seconds: float) -> None:
         raise BatchCancelled
 
 
-def drive(program: Program, execute: Execute) -> list[Outcome]:
+def drive(program: Program, execute: Callable[[Any], Reply]) -> list[Outcome]:
     """Carry out one program: each call it yields is executed and its reply sent back."""
     try:
         call = next(program)
@@ -60,10 +87,12 @@ def drive(program: Program, execute: Execute) -> list[Outcome]:
         return outcomes
 
 
-def _run_unit(program: Program, execute: Execute, cancel: threading.Event) -> list[Outcome]:
+def _run_unit(
+    program: Program, execute: Execute, slots: ThreadSlots, cancel: threading.Event
+) -> list[Outcome]:
     def run() -> list[Outcome]:
         with scoped(cancel=cancel):
-            return drive(program, execute)
+            return drive(program, lambda call: execute(call, slots))
 
     try:
         # A fresh context per unit: the worker thread is reused and must not leak settings.
@@ -121,11 +150,12 @@ def run_threads(
 ) -> Iterator[list[Outcome]]:
     """Run ``job`` over ``source``; yield the outcomes of each unit as it finishes.
 
-    Reads ``source`` lazily, on the consuming thread: no more than the concurrency bound of
-    units (plus a few inputs read ahead) is held at once. An error raised by ``source`` itself
-    propagates unchanged.
+    Reads ``source`` lazily, on the consuming thread: no more units than threads (twice the
+    concurrency bound, so that units sleeping in back-off do not starve the pipe; the slots keep
+    requests on the wire within the bound), plus a few inputs read ahead, are held at once. An
+    error raised by ``source`` itself propagates unchanged.
     """
-    with workers.lease(job.options.max_concurrency) as pool:
+    with workers.lease(2 * job.options.max_concurrency) as pool:
         yield from _run_on(pool, job, iter(source), execute)
 
 
@@ -133,12 +163,14 @@ def _run_on(
     pool: ThreadPoolExecutor, job: Job[Any], inputs: Iterator[object], execute: Execute
 ) -> Iterator[list[Outcome]]:
     cancel = threading.Event()
+    slots = ThreadSlots(job.state.adaptive)
+    window = 2 * job.options.max_concurrency
     in_flight: set[Future[list[Outcome]]] = set()
     ready: deque[Unit] = deque()
     exhausted = False
     try:
         while True:
-            while len(in_flight) < job.state.adaptive.limit:
+            while len(in_flight) < window:
                 if not ready:
                     if exhausted:
                         break
@@ -153,7 +185,8 @@ def _run_on(
                 if isinstance(unit, Rejected):
                     yield job.reject(unit)
                 else:
-                    in_flight.add(pool.submit(_run_unit, job.program(unit), execute, cancel))
+                    program = job.program(unit)
+                    in_flight.add(pool.submit(_run_unit, program, execute, slots, cancel))
             if not in_flight:
                 if exhausted and not ready:
                     return
