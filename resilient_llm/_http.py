@@ -203,19 +203,48 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+def _transport_options(options: dict[str, Any]) -> dict[str, Any]:
+    # One shared TLS context (unless the caller chose its own) and openai's pool limits.
+    if options.get("verify", True) is True:
+        options["verify"] = _ssl_context()
+    options["limits"] = _LIMITS
+    options.pop("transport", None)
+    return options
+
+
+class _Client(openai.DefaultHttpxClient):
+    """openai's client defaults with the deadline transport, for direct requests and for those
+    through a proxy from the environment (``HTTP(S)_PROXY``, ``NO_PROXY``): httpx reads the
+    environment only when no transport is passed, so the transports are made here instead."""
+
+    def _init_transport(self, **options: Any) -> Any:  # type: ignore[override]
+        return _DeadlineTransport(**_transport_options(options))
+
+    def _init_proxy_transport(  # type: ignore[override]
+        self, proxy: Any, **options: Any
+    ) -> Any:
+        return _DeadlineTransport(**_transport_options(options), proxy=proxy)
+
+
+class _AsyncClient(openai.DefaultAsyncHttpxClient):
+    """The async twin of :class:`_Client`."""
+
+    def _init_transport(self, **options: Any) -> Any:  # type: ignore[override]
+        return _AsyncDeadlineTransport(**_transport_options(options))
+
+    def _init_proxy_transport(  # type: ignore[override]
+        self, proxy: Any, **options: Any
+    ) -> Any:
+        return _AsyncDeadlineTransport(**_transport_options(options), proxy=proxy)
+
+
 def build_sync_http_client(timeouts: Any) -> httpx.Client:
     """An HTTP client with openai's defaults, our timeouts and the deadline transport."""
-    transport = _DeadlineTransport(limits=_LIMITS, verify=_ssl_context())
-    client: httpx.Client = openai.DefaultHttpxClient(
-        timeout=to_native_timeout(timeouts), transport=transport
-    )
+    client: httpx.Client = _Client(timeout=to_native_timeout(timeouts))
     return client
 
 
 def build_async_http_client(timeouts: Any) -> httpx.AsyncClient:
     """The async twin of :func:`build_sync_http_client` (the deadline is a cancel scope)."""
-    transport = _AsyncDeadlineTransport(limits=_LIMITS, verify=_ssl_context())
-    client: httpx.AsyncClient = openai.DefaultAsyncHttpxClient(
-        timeout=to_native_timeout(timeouts), transport=transport
-    )
+    client: httpx.AsyncClient = _AsyncClient(timeout=to_native_timeout(timeouts))
     return client

@@ -8,7 +8,7 @@ import time
 import openai
 import pytest
 
-from resilient_llm import DeadlineExceeded, RetryPolicy
+from resilient_llm import DeadlineExceeded, ResilientClient, RetryPolicy
 from resilient_llm.testing import Fault, MockOpenAIServer
 
 from .test_retries import make_async, make_sync
@@ -117,3 +117,27 @@ def test_backoff_sleep_that_would_cross_the_deadline_is_not_slept(
     # call gives up within the budget, never after sleeping past it.
     assert elapsed < 1 + SLACK
     assert isinstance(caught.value.__cause__, openai.InternalServerError)
+
+
+def test_a_proxy_from_the_environment_is_used_and_the_deadline_holds_through_it(
+    server: MockOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loopback server answers as the proxy (it reads the absolute-form target); the origin
+    # name does not resolve, so only a request sent through the proxy can succeed.
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    proxied = ResilientClient(
+        api_key="sk-test-proxy-0123", base_url="http://api.proxied.invalid/v1", deadline=1.0
+    )
+    with proxied:
+        assert proxied.embed("through the proxy", dimensions=4)
+        server.script(Fault.drip(0.2))
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            proxied.embed("dripped through the proxy", dimensions=4)
+        assert time.monotonic() - started < 1.5
+    finished = time.monotonic() + 5
+    while server.stats.in_flight and time.monotonic() < finished:  # the drip notices the close
+        time.sleep(0.02)
+    assert [record.path for record in server.requests] == ["/v1/embeddings"] * 2

@@ -118,6 +118,10 @@ def parse_request(
         The parsed request; `ApiRequest.error` is set when it must be refused.
     """
     path = target.split("?", 1)[0]
+    if "://" in path:
+        # The absolute form a client sends to an HTTP proxy: this server answers as the proxy
+        # and the origin both, so tests can check that HTTP(S)_PROXY is honoured.
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
     if path == "/v1/embeddings":
         req = ApiRequest(method, path, "embeddings")
         if method == "POST":
