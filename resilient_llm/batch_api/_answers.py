@@ -23,6 +23,7 @@ from ._plan import index_of
 __all__ = [
     "Answer",
     "Decoder",
+    "answers_of",
     "chat_decoder",
     "embeddings_decoder",
     "read_answers",
@@ -31,7 +32,8 @@ __all__ = [
 
 logger = logging.getLogger("resilient_llm")
 
-Decoder = Callable[[dict[str, Any]], Any]
+#: ``decode(body, count) -> values``: the checked values of a line's `count` inputs.
+Decoder = Callable[[dict[str, Any], int], list[Any]]
 
 # What the official client raises for each status (its `_make_status_error`).
 _STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
@@ -58,6 +60,8 @@ class Answer:
         rate_limited: the line was answered 429.
         expired: the batch expired before the line ran.
         cancelled: the batch was cancelled before the line ran.
+        shared: the line was rejected (400/422) with other inputs: any one of them may be the
+            bad one, so it is worth sending alone (the live fallback bisects).
     """
 
     index: int
@@ -67,13 +71,14 @@ class Answer:
     rate_limited: bool = False
     expired: bool = False
     cancelled: bool = False
+    shared: bool = False
 
 
 def embeddings_decoder(dimensions: int | None) -> Decoder:
-    """``body -> vector``, with the embeddings answer checks."""
+    """``body -> vectors``, with the embeddings answer checks."""
 
-    def decode(body: dict[str, Any]) -> list[float]:
-        return decode_embedding(body, dimensions=dimensions).vectors[0]
+    def decode(body: dict[str, Any], count: int) -> list[Any]:
+        return list(decode_embedding(body, count, dimensions=dimensions).vectors)
 
     return decode
 
@@ -81,12 +86,12 @@ def embeddings_decoder(dimensions: int | None) -> Decoder:
 def chat_decoder() -> Decoder:
     """``body -> text``: a chat completion's first choice, never empty."""
 
-    def decode(body: dict[str, Any]) -> str:
+    def decode(body: dict[str, Any], count: int) -> list[Any]:
         try:
             completion = ChatCompletion.model_validate(body)
         except ValueError as exc:
             raise ResilientLLMError(f"malformed chat completion: {exc}") from exc
-        return completion_text(completion)
+        return [completion_text(completion)]
 
     return decode
 
@@ -109,39 +114,57 @@ def _is_transient_status(status: int, body: object) -> bool:
     return status in _TRANSIENT_STATUSES or status >= 500
 
 
-def answer_of(index: int, document: dict[str, Any], decode: Decoder, url: str) -> Answer:
-    """Classify one output or error line."""
+def answers_of(
+    first: int, count: int, document: dict[str, Any], decode: Decoder, url: str
+) -> list[Answer]:
+    """Classify one output or error line: one answer per input it holds."""
+    indices = range(first, first + count)
     response = document.get("response")
     if isinstance(response, dict) and isinstance(response.get("status_code"), int):
         status = response["status_code"]
         body = response.get("body")
         if 200 <= status < 300:
-            if isinstance(body, dict) and "error" in body and isinstance(body["error"], dict):
+            error: BaseException
+            if isinstance(body, dict) and isinstance(body.get("error"), dict):
                 error = ResilientLLMError(f"the answer is an error: {body['error']}")
-                return Answer(index, error=error, transient=True)
+                return [Answer(index, error=error, transient=True) for index in indices]
             try:
                 if not isinstance(body, dict):
                     raise ResilientLLMError(f"the answer is not a JSON object: {body!r:.80}")
-                return Answer(index, value=decode(body))
+                return [
+                    Answer(index, value=value)
+                    for index, value in zip(indices, decode(body, count), strict=True)
+                ]
             except (ResilientLLMError, ValueError, KeyError, TypeError) as exc:
                 retryable = getattr(exc, "retryable", True) is not False
-                return Answer(index, error=exc, transient=retryable)
-        return Answer(
-            index,
-            error=status_error(status, body, url),
-            transient=_is_transient_status(status, body),
-            rate_limited=status == 429,
-        )
+                return [Answer(index, error=exc, transient=retryable) for index in indices]
+        error = status_error(status, body, url)
+        transient = _is_transient_status(status, body)
+        shared = count > 1 and status in (400, 422)
+        return [
+            Answer(
+                index,
+                error=error,
+                transient=transient,
+                rate_limited=status == 429,
+                shared=shared,
+            )
+            for index in indices
+        ]
     problem = document.get("error")
     code = str(problem.get("code")) if isinstance(problem, dict) else "no_answer"
     message = str(problem.get("message")) if isinstance(problem, dict) else "no answer"
-    return Answer(
-        index,
-        error=BatchLineError(f"{code}: {message}", code=code),
-        transient=True,
-        expired=code == "batch_expired",
-        cancelled=code == "batch_cancelled",
-    )
+    error = BatchLineError(f"{code}: {message}", code=code)
+    return [
+        Answer(
+            index,
+            error=error,
+            transient=True,
+            expired=code == "batch_expired",
+            cancelled=code == "batch_cancelled",
+        )
+        for index in indices
+    ]
 
 
 def read_answers(data: bytes, expected: set[int], decode: Decoder, url: str) -> Iterator[Answer]:
@@ -151,15 +174,15 @@ def read_answers(data: bytes, expected: set[int], decode: Decoder, url: str) -> 
             continue
         try:
             document = json.loads(line)
-            index = index_of(document.get("custom_id"))
+            ids = index_of(document.get("custom_id"))
         except (ValueError, AttributeError):
             logger.warning("batch result file: line %d is not a JSON object; ignored", number)
             continue
-        if index is None or index not in expected:
+        if ids is None or not expected.issuperset(range(ids[0], ids[0] + ids[1])):
             logger.warning(
                 "batch result file: line %d answers custom_id %r, not one of this batch's; ignored",
                 number,
                 document.get("custom_id"),
             )
             continue
-        yield answer_of(index, document, decode, url)
+        yield from answers_of(ids[0], ids[1], document, decode, url)

@@ -195,7 +195,7 @@ class AsyncBatchJob:
     async def collect(self) -> BatchResult[Any] | None:
         """One pass; the result if the job is finished, else ``None``."""
         if (await self._pass()).finished:
-            return await self._drive(self._core.engine.result(self.kind))
+            return await self._drive(self._core.engine.result())
         return None
 
     # `timeout` (not a cancel scope) so that giving up never cuts a pass short: the state
@@ -223,7 +223,7 @@ class AsyncBatchJob:
             else:
                 failures = 0
                 if progress.finished:
-                    return await self._drive(self._core.engine.result(self.kind))
+                    return await self._drive(self._core.engine.result())
                 interval = self._core.next_interval(interval, progress.done != done)
                 done = progress.done
             if self._core.timed_out(started, timeout):

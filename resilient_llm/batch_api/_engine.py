@@ -52,7 +52,7 @@ from ._ops import (
     Upload,
     matches,
 )
-from ._plan import filter_lines, line_inputs
+from ._plan import filter_lines, line_inputs, line_ranges
 from ._state import JobState, JobStore, Shard, to_ranges
 
 __all__ = ["JobEngine", "JobProgress", "Program"]
@@ -133,7 +133,6 @@ class _Settled:
     """A collected shard's final answers (those not sent on to a later shard)."""
 
     finals: list[Answer]
-    missing: list[int]
 
 
 class JobEngine:
@@ -168,9 +167,8 @@ class JobEngine:
             return progress_of(state)
 
     def progress(self) -> JobProgress:
-        """The progress recorded in the state file (no network)."""
-        with self.store.locked():
-            return progress_of(self.store.load())
+        """The progress recorded in the state file (no network, no lock: writes are atomic)."""
+        return progress_of(self.store.load())
 
     def cancel(self, *, scan: bool) -> Program[JobProgress]:
         """Cancel the job: running batches are cancelled, unsent shards fail, nothing is resent."""
@@ -185,7 +183,7 @@ class JobEngine:
                 if shard.stage in ("planned", "uploaded"):
                     shard.stage = "collected"
                     shard.never_sent = True
-                    shard.failed = shard.lines
+                    shard.failed = shard.size
                     self.store.save(state)
                 elif shard.stage == "created" and shard.batch_id is not None:
                     cancelled: BatchInfo | None = yield Cancel(shard.batch_id)
@@ -336,7 +334,7 @@ class JobEngine:
             return None
         errors = shard.batch_errors or [{"code": "failed", "message": "the batch failed"}]
         codes = {str(error.get("code")) for error in errors}
-        order = list(shard.indices())
+        line_ids = line_ranges(self.store.read_shard(shard.shard))
         described = "; ".join(
             f"{error.get('code')}: {error.get('message')}"
             + (f" (line {error['line']})" if error.get("line") else "")
@@ -357,20 +355,19 @@ class JobEngine:
         lines = {
             int(error["line"])
             for error in errors
-            if isinstance(error.get("line"), int) and 1 <= error["line"] <= len(order)
+            if isinstance(error.get("line"), int) and 1 <= error["line"] <= len(line_ids)
         }
         code = sorted(codes)[0]
+        bystander = BatchLineError(f"its batch failed on other lines ({described})", code=code)
+        culprit = BatchLineError(f"the batch failed: {described}", code=code)
+        permanent = bool(lines) or codes <= _PERMANENT_BATCH_ERRORS
         answers: dict[int, Answer] = {}
-        for number, index in enumerate(order, 1):
-            if lines and number not in lines:
-                error = BatchLineError(
-                    f"its batch failed on other lines ({described}); sent again", code=code
-                )
-                answers[index] = Answer(index, error=error, transient=True)
-            else:
-                permanent = bool(lines) or codes <= _PERMANENT_BATCH_ERRORS
-                error = BatchLineError(f"the batch failed: {described}", code=code)
-                answers[index] = Answer(index, error=error, transient=not permanent)
+        for number, (first, count) in enumerate(line_ids, 1):
+            for index in range(first, first + count):
+                if lines and number not in lines:
+                    answers[index] = Answer(index, error=bystander, transient=True)
+                else:
+                    answers[index] = Answer(index, error=culprit, transient=not permanent)
         return answers, False
 
     def _collect(self, state: JobState, shard: Shard) -> Program[None]:
@@ -388,19 +385,27 @@ class JobEngine:
         finals: list[Answer] = []
         missing: list[int] = []
         leftovers: list[int] = []
+        absent = _Missing(shard)
         rate_limited = expired = 0
         resend = not state.cancelled and shard.round < self.options["max_resubmits"]
         for index in shard.indices():
             answer = answers.get(index)
             if answer is None:
                 missing.append(index)
-                answer = _missing(index, shard, state)
+                answer = absent(index)
             if answer.transient and resend and not (answer.cancelled and state.cancelled):
                 leftovers.append(index)
                 rate_limited += answer.rate_limited
                 expired += answer.expired
             else:
                 finals.append(answer)
+        if missing and shard.batch_status == "completed":
+            logger.warning(
+                "batch job %s: batch %s completed without an answer for %d of its lines",
+                state.job_id,
+                shard.batch_id,
+                len(missing),
+            )
         if leftovers:
             data, order = filter_lines(self.store.read_shard(shard.shard), set(leftovers))
             number = max(s.shard for s in state.shards) + 1
@@ -411,19 +416,19 @@ class JobEngine:
                     shard=number,
                     round=shard.round + 1,
                     ranges=to_ranges(order),
-                    lines=len(order),
+                    lines=data.count(b"\n"),
                     bytes=len(data),
                     rate_limited=rate_limited,
                     expired=expired,
                 )
             )
             logger.warning(
-                "batch job %s: shard %d: %d of %d lines sent again as shard %d "
+                "batch job %s: shard %d: %d of %d inputs sent again as shard %d "
                 "(%d rate-limited, %d expired)",
                 state.job_id,
                 shard.shard,
                 len(leftovers),
-                shard.lines,
+                shard.size,
                 number,
                 rate_limited,
                 expired,
@@ -433,15 +438,12 @@ class JobEngine:
         shard.failed = len(finals) - shard.succeeded
         shard.stage = "collected"
         self.store.save(state)
-        self._settled[shard.shard] = _Settled(finals, missing)
+        self._settled[shard.shard] = _Settled(finals)
 
     # ---------------------------------------------------------------- the result
 
-    def result(self, client_kind: str) -> Program[BatchResult[Any]]:
+    def result(self) -> Program[BatchResult[Any]]:
         """Assemble the `BatchResult` of a finished job (re-reading shards collected elsewhere).
-
-        Args:
-            client_kind: for messages only.
 
         Raises:
             RuntimeError: the job is not finished.
@@ -483,17 +485,11 @@ class JobEngine:
     def _reread(self, state: JobState, shard: Shard, later: set[int]) -> Program[_Settled]:
         failure = self._batch_failure(state, shard)
         answers = failure[0] if failure is not None else (yield from self._read(state, shard))
-        finals: list[Answer] = []
-        missing: list[int] = []
-        for index in shard.indices():
-            if index in later:
-                continue
-            answer = answers.get(index)
-            if answer is None:
-                missing.append(index)
-                answer = _missing(index, shard, state)
-            finals.append(answer)
-        return _Settled(finals, missing)
+        absent = _Missing(shard)
+        finals = [
+            answers.get(index) or absent(index) for index in shard.indices() if index not in later
+        ]
+        return _Settled(finals)
 
     def _fallback(
         self, state: JobState, finals: dict[int, tuple[Answer, int, Shard]]
@@ -501,7 +497,7 @@ class JobEngine:
         leftovers = sorted(
             index
             for index, (answer, _, _) in finals.items()
-            if answer.error is not None and answer.transient
+            if answer.error is not None and (answer.transient or answer.shared)
         )
         if not leftovers:
             return None
@@ -531,23 +527,22 @@ class JobEngine:
     ) -> BatchResult[Any]:
         accountant: BatchAccountant[Any] = BatchAccountant(keep_values=True)
         accountant.expect(state.total)
-        live: dict[int, tuple[int, BatchResult[Any]]] = {}
+        live: dict[int, int] = {}
         if fallback is not None:
-            order, result = fallback
-            live = {index: (position, result) for position, index in enumerate(order)}
+            live = {index: position for position, index in enumerate(fallback[0])}
         replaced: dict[int, ItemFailure] = {}
+        live_failures = {f.index: f for f in fallback[1].failures} if fallback else {}
         previews = self._previews(state, finals)
         for record in state.rejected:
             accountant.failure(
                 record["index"], InvalidInput(record["message"]), attempts=0, item=record["item"]
             )
         for index, (answer, attempts, _) in sorted(finals.items()):
-            if index in live:
-                position, result = live[index]
-                value = result.values[position]
-                failure = next((f for f in result.failures if f.index == position), None)
+            if fallback is not None and index in live:
+                position, outcome = live[index], fallback[1]
+                failure = live_failures.get(position)
                 if failure is None:
-                    accountant.success(index, value)
+                    accountant.success(index, outcome.values[position])
                     continue
                 replaced[index] = dataclasses.replace(
                     failure, index=index, attempts=failure.attempts + attempts
@@ -559,33 +554,26 @@ class JobEngine:
                 accountant.failure(
                     index, answer.error, attempts=attempts, item=previews.get(index, "")
                 )
-        for shard in state.shards:
-            accountant.count_request(shard.sent_lines)
-            accountant.add_usage(shard.input_tokens, shard.total_tokens)
-            for _ in range(shard.sent_lines - shard.lines * min(1, shard.tries)):
-                accountant.count_retry(rate_limited=True)  # refused for the token limit
-            if shard.round > 0:
-                for position in range(shard.lines):
-                    accountant.count_retry(
-                        rate_limited=position < shard.rate_limited,
-                        timeout=shard.rate_limited <= position < shard.rate_limited + shard.expired,
-                    )
         result = accountant.result(max(0.0, time.time() - state.created_at))
+        # The Batch API's own counts: lines are its requests; inputs sent again are retries.
+        sent = [s for s in state.shards if s.tries]
+        requeued = sum(s.size * (s.tries - 1) for s in sent)  # refused for the token limit
+        counts = {
+            "requests": sum(s.sent_lines for s in sent),
+            "retries": requeued + sum(s.size for s in sent if s.round),
+            "rate_limited": sum(s.rate_limited for s in state.shards) + requeued,
+            "timeouts": sum(s.expired for s in state.shards),
+            "prompt_tokens": sum(s.input_tokens for s in state.shards),
+            "total_tokens": sum(s.total_tokens for s in state.shards),
+        }
         if fallback is not None:
             extra = fallback[1].stats
-            stats: BatchStats = dataclasses.replace(
-                result.stats,
-                requests=result.stats.requests + extra.requests,
-                retries=result.stats.retries + extra.retries,
-                rate_limited=result.stats.rate_limited + extra.rate_limited,
-                timeouts=result.stats.timeouts + extra.timeouts,
-                bisections=result.stats.bisections + extra.bisections,
-                prompt_tokens=result.stats.prompt_tokens + extra.prompt_tokens,
-                total_tokens=result.stats.total_tokens + extra.total_tokens,
-            )
-            failures = [replaced.get(f.index, f) for f in result.failures]
-            result = BatchResult(values=result.values, failures=failures, stats=stats)
-        return result
+            for name in counts:
+                counts[name] += getattr(extra, name)
+            counts["bisections"] = result.stats.bisections + extra.bisections
+        stats: BatchStats = dataclasses.replace(result.stats, **counts)
+        failures = [replaced.get(f.index, f) for f in result.failures]
+        return BatchResult(values=result.values, failures=failures, stats=stats)
 
     def _previews(
         self, state: JobState, finals: dict[int, tuple[Answer, int, Shard]]
@@ -604,20 +592,30 @@ class JobEngine:
         return previews
 
 
-def _missing(index: int, shard: Shard, state: JobState) -> Answer:
-    """The answer of a line that is in neither file of its ended batch."""
-    status = shard.batch_status
-    if status == "expired":
-        error = BatchLineError(
-            "batch_expired: the batch expired before the line ran", code="batch_expired"
+class _Missing:
+    """Answers for lines in neither file of their ended batch: one shared error per batch.
+
+    Sharing it lets the accountant log the traceback once, not once per line.
+    """
+
+    def __init__(self, shard: Shard) -> None:
+        status = shard.batch_status
+        self.expired = status == "expired"
+        self.cancelled = status == "cancelled"
+        if self.expired:
+            message, code = "the batch expired before the line ran", "batch_expired"
+        elif self.cancelled:
+            message, code = "the batch was cancelled before the line ran", "batch_cancelled"
+        else:
+            message = f"batch {shard.batch_id} ({status}) has no answer for it"
+            code = "no_answer"
+        self.error = BatchLineError(f"{code}: {message}", code=code)
+
+    def __call__(self, index: int) -> Answer:
+        return Answer(
+            index,
+            error=self.error,
+            transient=True,
+            expired=self.expired,
+            cancelled=self.cancelled,
         )
-        return Answer(index, error=error, transient=True, expired=True)
-    if status == "cancelled":
-        error = BatchLineError(
-            "batch_cancelled: the batch was cancelled before the line ran", code="batch_cancelled"
-        )
-        return Answer(index, error=error, transient=True, cancelled=True)
-    error = BatchLineError(
-        f"no_answer: batch {shard.batch_id} ({status}) has no answer for it", code="no_answer"
-    )
-    return Answer(index, error=error, transient=True)

@@ -9,6 +9,7 @@ here, so that a restructure of the core re-points them in one place:
   dimensions=...)``; until then the checks the old decoder lacks are made here.
 - `completion_text`: the text of a chat answer, never ``""``.
 - `check_messages`, `prompt_messages`, `summary_messages`: how the facades build chat requests.
+- `preview`: the bounded, printable preview of an input that failure records show.
 - `httpx`: the HTTP package openai runs on, for the ``Response`` an SDK error is built on.
 """
 
@@ -18,7 +19,7 @@ import json
 import math
 from typing import Any
 
-from .._batch import BatchAccountant
+from .._batch import BatchAccountant, preview
 from .._exceptions import ResilientLLMError
 from .._http import httpx
 from .._operations import EmbeddingsPayload, check_messages, prompt_messages, summary_messages
@@ -33,6 +34,7 @@ __all__ = [
     "completion_text",
     "decode_embedding",
     "httpx",
+    "preview",
     "prompt_messages",
     "summary_messages",
 ]
@@ -41,26 +43,32 @@ __all__ = [
 InvalidAnswer = ResilientLLMError
 
 
-def decode_embedding(body: dict[str, Any], *, dimensions: int | None) -> EmbeddingsPayload:
-    """Check and decode the ``/embeddings`` answer to a one-input request.
+def decode_embedding(
+    body: dict[str, Any], count: int, *, dimensions: int | None
+) -> EmbeddingsPayload:
+    """Check and decode the ``/embeddings`` answer to a request of `count` inputs.
 
     Raises:
-        ResilientLLMError: the answer is not exactly one non-empty, finite vector (of
-            `dimensions` values when given).
+        ResilientLLMError: the answer does not hold exactly one non-empty, finite vector per
+            input (each `dimensions` long when given, all one length), indices 0 to count - 1.
     """
     data = body.get("data")
-    if not isinstance(data, list) or len(data) != 1 or data[0].get("index", 0) != 0:
-        count = len(data) if isinstance(data, list) else 0
-        raise InvalidAnswer(f"embeddings answer holds {count} vectors for 1 input")
-    payload = _decode_embeddings(json.dumps(body).encode(), 1)
-    vector = payload.vectors[0]
-    if not vector:
+    if not isinstance(data, list) or len(data) != count:
+        found = len(data) if isinstance(data, list) else 0
+        raise InvalidAnswer(f"embeddings answer holds {found} vectors for {count} inputs")
+    indices = [entry.get("index") if isinstance(entry, dict) else None for entry in data]
+    numbers = [i for i in indices if isinstance(i, int) and not isinstance(i, bool)]
+    if len(numbers) != count or sorted(numbers) != list(range(count)):
+        raise InvalidAnswer("embeddings answer has missing or repeated indices")
+    payload = _decode_embeddings(json.dumps(body).encode(), count)
+    lengths = {len(vector) for vector in payload.vectors}
+    if 0 in lengths:
         raise InvalidAnswer("embeddings answer holds an empty vector")
-    if dimensions is not None and len(vector) != dimensions:
+    if len(lengths) > 1 or (dimensions is not None and lengths != {dimensions}):
         raise InvalidAnswer(
-            f"embeddings answer holds a vector of {len(vector)} values, not {dimensions}"
+            f"embeddings answer holds vectors of {sorted(lengths)} values, not {dimensions}"
         )
-    if not all(math.isfinite(value) for value in vector):
+    if not all(math.isfinite(value) for vector in payload.vectors for value in vector):
         raise InvalidAnswer("embeddings answer holds a non-finite value")
     return payload
 

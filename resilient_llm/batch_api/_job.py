@@ -180,6 +180,7 @@ class JobCore:
                     "max_lines": limits.max_lines,
                     "max_bytes": limits.max_bytes,
                     "max_inputs": limits.max_inputs,
+                    "inputs_per_line": limits.inputs_per_line,
                 },
                 options=chosen.runtime(),
                 rejected=plan.rejected,

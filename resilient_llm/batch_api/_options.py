@@ -39,7 +39,11 @@ class BatchJobOptions:
     Attributes:
         max_lines: request lines per batch (OpenAI: 50,000).
         max_bytes: bytes per batch input file (OpenAI: 200 MB).
-        max_inputs: embedding inputs per batch (OpenAI: 50,000; one input per line).
+        max_inputs: embedding inputs per batch (OpenAI: 50,000).
+        inputs_per_line: embedding inputs per request line, 1 to 2048 (at most 300,000 bytes
+            of text). 1 (the default) makes a poisoned input fail alone; more make fewer,
+            smaller lines and files, but a line the server rejects fails all its inputs
+            (``fallback=True`` then isolates the bad one live).
         max_in_flight: batches running at once (``None``: no bound). Keeps a job under its
             model's enqueued-token limit; a batch refused for that limit is queued again and
             the bound learned from it.
@@ -60,6 +64,7 @@ class BatchJobOptions:
     max_lines: int = 50_000
     max_bytes: int = 200_000_000
     max_inputs: int = 50_000
+    inputs_per_line: int = 1
     max_in_flight: int | None = None
     max_resubmits: int = 2
     fallback: bool = False
@@ -71,8 +76,10 @@ class BatchJobOptions:
     metadata: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("max_lines", "max_bytes", "max_inputs", "max_poll_errors"):
+        for name in ("max_lines", "max_bytes", "max_inputs", "inputs_per_line", "max_poll_errors"):
             _positive_int(name, getattr(self, name))
+        if self.inputs_per_line > 2048:
+            raise ValueError(f"inputs_per_line must be <= 2048, got {self.inputs_per_line}")
         _positive_int("max_in_flight", self.max_in_flight, allow_none=True)
         if (
             isinstance(self.max_resubmits, bool)
@@ -106,12 +113,12 @@ class BatchJobOptions:
     @property
     def limits(self) -> Limits:
         """The per-batch limits."""
-        return Limits(self.max_lines, self.max_bytes, self.max_inputs)
+        return Limits(self.max_lines, self.max_bytes, self.max_inputs, self.inputs_per_line)
 
     def runtime(self) -> dict[str, Any]:
         """The options a job keeps in its state (all but the limits), as JSON values."""
         values = asdict(self)
-        for name in ("max_lines", "max_bytes", "max_inputs"):
+        for name in ("max_lines", "max_bytes", "max_inputs", "inputs_per_line"):
             del values[name]
         values["metadata"] = dict(self.metadata)
         return values

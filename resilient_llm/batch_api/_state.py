@@ -50,7 +50,7 @@ class Shard:
         shard: its number within the job (metadata ``resilient_llm_shard``).
         round: 0 for the inputs' first submission, ``n`` for the ``n``-th resubmission.
         ranges: the input indices it holds, as ``[start, stop)`` pairs, in file order.
-        lines: how many request lines.
+        lines: how many request lines (one input each, or several embedding inputs).
         bytes: size of its request file.
         stage: ``planned`` (file written locally), ``uploaded`` (``file_id`` known),
             ``created`` (``batch_id`` known, batch running), ``done`` (batch ended, answers
@@ -87,6 +87,11 @@ class Shard:
         """Its input indices, in file order."""
         return indices(self.ranges)
 
+    @property
+    def size(self) -> int:
+        """How many inputs it holds."""
+        return sum(stop - start for start, stop in self.ranges)
+
 
 @dataclass
 class JobState:
@@ -101,7 +106,7 @@ class JobState:
         fingerprint: sha256 of the inputs, to recognise them when a job is started again.
         total: how many inputs.
         created_at: Unix time the job was made (batches older than this are not its own).
-        limits: per batch ``max_lines``, ``max_bytes``, ``max_inputs``.
+        limits: per batch ``max_lines``, ``max_bytes``, ``max_inputs``; ``inputs_per_line``.
         options: the runtime options (see ``BatchJobOptions``).
         cancelled: the user cancelled the job.
         in_flight_limit: batches in flight the server accepted at most (learned from

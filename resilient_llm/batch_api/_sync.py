@@ -224,7 +224,7 @@ class BatchJob:
     def collect(self) -> BatchResult[Any] | None:
         """One pass (like `submit`); the result if the job is finished, else ``None``."""
         if self._pass().finished:
-            return self._drive(self._core.engine.result(self.kind))
+            return self._drive(self._core.engine.result())
         return None
 
     def wait(self, *, timeout: float | None = None) -> BatchResult[Any]:
@@ -261,7 +261,7 @@ class BatchJob:
             else:
                 failures = 0
                 if progress.finished:
-                    return self._drive(self._core.engine.result(self.kind))
+                    return self._drive(self._core.engine.result())
                 interval = self._core.next_interval(interval, progress.done != done)
                 done = progress.done
             if self._core.timed_out(started, timeout):
