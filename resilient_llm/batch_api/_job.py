@@ -11,7 +11,7 @@ from typing import Any
 
 import openai
 
-from .. import DeadlineExceeded
+from .. import DeadlineExceeded, InvalidInput
 from ._engine import JobEngine
 from ._internals import summary_messages
 from ._options import BatchJobOptions
@@ -25,7 +25,13 @@ from ._plan import (
 )
 from ._state import JobState, JobStore
 
-__all__ = ["JobCore", "chat_request", "embeddings_request", "summaries_request"]
+__all__ = [
+    "JobCore",
+    "chat_request",
+    "embeddings_request",
+    "is_transient",
+    "summaries_request",
+]
 
 logger = logging.getLogger("resilient_llm")
 
@@ -76,8 +82,6 @@ def summaries_request(model: str, instructions: str | None, max_words: int | Non
     summary_messages("check", instructions, max_words)  # bad options fail before any work
 
     def messages(item: object) -> Any:
-        from .. import InvalidInput
-
         if not isinstance(item, str):
             raise InvalidInput(f"text is a {type(item).__name__}, not a str")
         try:

@@ -20,6 +20,7 @@ __all__ = [
     "CreateBatch",
     "Download",
     "JOB_KEY",
+    "LOOKUP_SKEW",
     "ListBatches",
     "Op",
     "Page",
