@@ -77,7 +77,6 @@ class _File:
             "filename": self.filename,
             "purpose": self.purpose,
             "status": "processed",
-            "status_details": None,
         }
 
 
