@@ -29,11 +29,15 @@ from ._exceptions import (
 )
 from ._limits import LocalRateLimiter, RateLimiter
 from ._version import __version__
+from .batch_api import AsyncBatchJob, BatchJob, BatchJobOptions
 
 __all__ = [
+    "AsyncBatchJob",
     "AsyncBatchStream",
     "AsyncResilientClient",
     "BatchFailed",
+    "BatchJob",
+    "BatchJobOptions",
     "BatchResult",
     "BatchStats",
     "BatchStream",

@@ -50,6 +50,7 @@ __all__ = [
     "FunctionCall",
     "TextAnswer",
     "check_completion",
+    "check_embeddings",
     "check_messages",
     "check_text",
     "completion_text",
@@ -247,6 +248,17 @@ def decode_embeddings(
         raise InvalidResponse(
             f"the embeddings answer is not JSON ({exc}); is base_url right?"
         ) from exc
+    return check_embeddings(document, expected, dimensions=dimensions)
+
+
+def check_embeddings(
+    document: object, expected: int, *, dimensions: int | None = None
+) -> EmbeddingsPayload:
+    """Check a parsed ``/embeddings`` answer (a Batch API output line's body, say).
+
+    Raises:
+        InvalidResponse: see :func:`decode_embeddings`.
+    """
     if not isinstance(document, dict):
         raise InvalidResponse(
             f"the embeddings answer is a {type(document).__name__}, not an object"

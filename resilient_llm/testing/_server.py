@@ -33,6 +33,7 @@ import anyio.lowlevel
 import h11
 
 from ._api import ApiRequest, parse_request, respond
+from ._batches import BatchEmulator
 from ._faults import DEFAULT_RANDOM_FAULTS, Fault, header_block
 from ._limits import SizeLimits, SizeLimitStyle
 from ._ratelimit import RateLimited, SlidingWindowLimiter
@@ -185,6 +186,8 @@ class MockOpenAIServer:
         )
         self._record_texts = record_texts
         self._auth = None if api_key is None else f"Bearer {api_key}".encode()
+        #: The Batch API (`/v1/files`, `/v1/batches`): its clock, faults and contents.
+        self.batches = BatchEmulator(self, poison_marker=poison_marker)
 
         self._stats = ServerStats()
         self._records: list[RequestRecord] = []
@@ -583,7 +586,7 @@ class MockOpenAIServer:
             if fault is not None and kind == "respond":
                 reply = Reply(fault.status_code, header_block(fault.headers), fault.body)
             else:
-                reply = self._answer(api, request, number, fault)
+                reply = self._answer(api, request, number, fault, body)
                 if reply is api.error:
                     size_limit = api.size_limit
             if self._echo_authorization and reply.status >= 400:
@@ -674,7 +677,7 @@ class MockOpenAIServer:
         return delivered
 
     def _answer(
-        self, api: ApiRequest, request: h11.Request, number: int, fault: Fault | None
+        self, api: ApiRequest, request: h11.Request, number: int, fault: Fault | None, body: bytes
     ) -> Reply:
         if self._auth is not None:
             given = next((v for k, v in request.headers if k == b"authorization"), None)
@@ -686,6 +689,10 @@ class MockOpenAIServer:
                     "authentication_error",
                     "invalid_api_key",
                 )
+        if self.batches.serves(api.path):
+            return self.batches.answer(
+                api.method, request.target.decode("latin-1"), request.headers, body
+            )
         if api.error is not None:
             return api.error
         marker = self._poison
