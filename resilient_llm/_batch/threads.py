@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from .._context import current_scope, scoped
-from .._lifecycle import fork_generation
+from .._lifecycle import PerProcess
 from .flow import AdaptiveLimit, Outcome
 from .jobs import Job
 from .programs import Program, Rejected, Reply, Unit
@@ -102,34 +102,22 @@ def _run_unit(
 
 
 class WorkerThreads:
-    """A client's batch threads, kept between batches, rebuilt after a fork.
+    """A client's batch threads, kept between batches, rebuilt in a forked child.
 
-    A batch that asks for more concurrency than the client's default gets threads of its own
-    for its duration.
+    A batch that asks for more threads than the client's default gets threads of its own for
+    its duration.
     """
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._lock = threading.Lock()
-        self._shared: ThreadPoolExecutor | None = None
-        self._generation = fork_generation()
-
-    def _shared_pool(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._generation != fork_generation():
-                # Forked: the parent's threads do not exist here; never wait on them.
-                self._shared = None
-                self._generation = fork_generation()
-            if self._shared is None:
-                self._shared = ThreadPoolExecutor(
-                    max_workers=self._size, thread_name_prefix="resilient_llm-batch"
-                )
-            return self._shared
+        self._shared = PerProcess(
+            lambda: ThreadPoolExecutor(max_workers=size, thread_name_prefix="resilient_llm-batch")
+        )
 
     @contextlib.contextmanager
     def lease(self, workers: int) -> Iterator[ThreadPoolExecutor]:
         if workers <= self._size:
-            yield self._shared_pool()
+            yield self._shared.get()
             return
         own = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resilient_llm-batch")
         try:
@@ -138,11 +126,7 @@ class WorkerThreads:
             own.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
-        with self._lock:
-            shared, self._shared = self._shared, None
-            forked = self._generation != fork_generation()
-        if shared is not None and not forked:
-            shared.shutdown(wait=False, cancel_futures=True)
+        self._shared.close(lambda pool: pool.shutdown(wait=False, cancel_futures=True))
 
 
 def run_threads(
