@@ -18,6 +18,7 @@ from ._exceptions import (
     InvalidInput,
     ResilientLLMError,
 )
+from ._limits import FileRateLimiter, LocalRateLimiter, RateLimiter, RedisRateLimiter
 from ._policy import CallDetails, ClientStats, RetryDetails
 from ._version import __version__
 
@@ -32,8 +33,12 @@ __all__ = [
     "ClientClosedError",
     "ClientStats",
     "DeadlineExceeded",
+    "FileRateLimiter",
     "InvalidInput",
     "ItemFailure",
+    "LocalRateLimiter",
+    "RateLimiter",
+    "RedisRateLimiter",
     "ResilientClient",
     "ResilientLLMError",
     "RetryDetails",
