@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from .._config import MAX_SECONDS
 
-__all__ = ["NEVER", "Budget", "Bucket", "check_pause", "check_tokens"]
+__all__ = ["NEVER", "Bucket", "Budget", "check_pause"]
 
 # "No booking yet" and "not paused": earlier than any clock reading of any clock.
 NEVER = -math.inf
@@ -147,6 +147,23 @@ class Budget:
             tokens=_bucket("tokens_per_minute", tpm, span, "token"),
         )
 
+    def check_tokens(self, tokens: object) -> int:
+        """A request's token cost: an int >= 0 that this budget can pay for in 1e7 s.
+
+        Raises:
+            TypeError, ValueError: It is not (the message names ``tokens``).
+        """
+        if isinstance(tokens, bool) or not isinstance(tokens, int):
+            raise TypeError(f"tokens must be an int, not {type(tokens).__name__}")
+        if tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {tokens!r}")
+        if self.tokens is not None and tokens > MAX_SECONDS / self.tokens.interval:
+            raise ValueError(
+                f"tokens={tokens} would take more than {MAX_SECONDS:,.0f} s of "
+                f"tokens_per_minute={_g(self.tokens_per_minute)}"
+            )
+        return tokens
+
     def book(
         self, tats: tuple[float, float], now: float, tokens: int, paused_until: float
     ) -> tuple[tuple[float, float], float]:
@@ -181,15 +198,6 @@ class Budget:
 
 def _g(value: float | None) -> str:
     return "None" if value is None else f"{value:g}"
-
-
-def check_tokens(tokens: object) -> int:
-    """A request's token cost: an int >= 0."""
-    if isinstance(tokens, bool) or not isinstance(tokens, int):
-        raise TypeError(f"tokens must be an int, not {type(tokens).__name__}")
-    if tokens < 0:
-        raise ValueError(f"tokens must be >= 0, got {tokens!r}")
-    return tokens
 
 
 def check_pause(seconds: object) -> float:

@@ -11,6 +11,7 @@ forgets a few seconds of spacing.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -20,12 +21,14 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from ._budget import NEVER, Budget, check_pause, check_tokens
+from ._budget import NEVER, Budget, check_pause
 from ._fork import after_fork
 
 __all__ = ["FileRateLimiter"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("resilient_llm")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS budget (
@@ -122,7 +125,7 @@ class FileRateLimiter:
             TypeError, ValueError: ``tokens`` is not an int >= 0.
             TimeoutError: The file stayed locked for ``timeout`` seconds.
         """
-        cost = check_tokens(tokens)
+        cost = self._budget.check_tokens(tokens)
 
         def book(conn: sqlite3.Connection) -> float:
             row = conn.execute(
@@ -195,10 +198,21 @@ class FileRateLimiter:
                 result = body(conn)
                 conn.execute("COMMIT")
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                self._roll_back(conn)
                 raise
             return result
+
+    def _roll_back(self, conn: sqlite3.Connection) -> None:
+        if not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            # The caller's own error is the one to raise; a connection in an unknown state is
+            # dropped, and the next booking opens a fresh one.
+            logger.warning("rolling back a booking in %r failed", self.path, exc_info=True)
+            self._conn = None
+            conn.close()
 
     def _connection(self) -> sqlite3.Connection:
         if self._pid != os.getpid():
@@ -253,8 +267,7 @@ class FileRateLimiter:
             conn.execute("SELECT requests, tokens, paused FROM budget").fetchall()
             conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._roll_back(conn)
             raise
 
     def _locked(self, exc: sqlite3.OperationalError) -> TimeoutError:

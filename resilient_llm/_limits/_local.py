@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ._budget import NEVER, Budget, check_pause, check_tokens
+from ._budget import NEVER, Budget, check_pause
 from ._fork import after_fork
 
 __all__ = ["LocalRateLimiter"]
@@ -82,7 +82,7 @@ class LocalRateLimiter:
         Raises:
             TypeError, ValueError: ``tokens`` is not an int >= 0.
         """
-        cost = check_tokens(tokens)
+        cost = self._budget.check_tokens(tokens)
         with self._lock:
             self._tats, wait = self._budget.book(
                 self._tats, self._clock(), cost, self._paused_until

@@ -19,7 +19,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from .._lifecycle import LoopClients
-from ._budget import Bucket, Budget, check_pause, check_tokens
+from ._budget import Bucket, Budget, check_pause
 
 if TYPE_CHECKING:
     import redis
@@ -143,8 +143,10 @@ class RedisRateLimiter:
                 "RedisRateLimiter needs the redis package: pip install 'resilient-llm[redis]'"
             ) from exc
         self._budget = Budget.of(requests_per_minute, tokens_per_minute, window)
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"key must be a non-empty str, got {key!r}")
+        if not isinstance(key, str):
+            raise TypeError(f"key must be a str, not {type(key).__name__}")
+        if not key:
+            raise ValueError("key must be a non-empty str")
         self.key = key
         self._args = [*_bucket_args(self._budget.requests), *_bucket_args(self._budget.tokens)]
         self._url: str | None = None
@@ -197,7 +199,7 @@ class RedisRateLimiter:
             TypeError, ValueError: ``tokens`` is not an int >= 0.
             redis.RedisError: Redis could not be reached or failed.
         """
-        return self._run("reserve", check_tokens(tokens))
+        return self._run("reserve", self._budget.check_tokens(tokens))
 
     def pause(self, seconds: float) -> None:
         """Hold every sharer's bookings for ``seconds`` from now (a 429's ``Retry-After``).
@@ -218,7 +220,7 @@ class RedisRateLimiter:
             TypeError, ValueError: ``tokens`` is not an int >= 0.
             redis.RedisError: Redis could not be reached or failed.
         """
-        return await self._arun("reserve", check_tokens(tokens))
+        return await self._arun("reserve", self._budget.check_tokens(tokens))
 
     async def apause(self, seconds: float) -> None:
         """:meth:`pause` for async code: ``redis.asyncio`` on asyncio, a worker thread on trio.

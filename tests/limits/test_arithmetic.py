@@ -199,6 +199,12 @@ def test_bad_settings_name_the_option(
         (lambda lim: lim.reserve(-1), ValueError, "tokens must be >= 0, got -1"),
         (lambda lim: lim.reserve(1.5), TypeError, "tokens must be an int, not float"),
         (lambda lim: lim.reserve(True), TypeError, "tokens must be an int, not bool"),
+        (
+            lambda lim: lim.reserve(10**20),
+            ValueError,
+            "tokens=100000000000000000000 would take more than 10,000,000 s of "
+            "tokens_per_minute=1000",
+        ),
         (lambda lim: lim.pause(-1), ValueError, "seconds must be a finite number between 0"),
         (lambda lim: lim.pause(math.nan), ValueError, "seconds must be a finite number"),
         (lambda lim: lim.pause(1e8), ValueError, "seconds must be a finite number"),

@@ -35,6 +35,9 @@ class SlowBudget:
     def __init__(self, budget: Any) -> None:
         self._budget = budget
 
+    def check_tokens(self, tokens: int) -> int:
+        return int(self._budget.check_tokens(tokens))
+
     def book(self, *args: Any) -> Any:
         time.sleep(0.0001)
         return self._budget.book(*args)
