@@ -46,7 +46,9 @@ def _serve(conn: multiprocessing.connection.Connection, rpm: int, window: float)
     try:
         conn.send((limited.base_url, spare.base_url))
         conn.recv()  # the run is over
-        conn.send([(r.started, r.status) for r in limited.requests if r.path == "/v1/embeddings"])
+        admitted = sorted(r.started for r in limited.requests if r.status == 200)
+        refused = sum(1 for r in limited.requests if r.status == 429)
+        conn.send((admitted, refused, limited.max_requests_in_window(window, status=200)))
     finally:
         limited.stop()
         spare.stop()
@@ -104,17 +106,6 @@ def _work(job: Job, ready: Any, go: Any, results: Any) -> None:
 # ---------------------------------------------------------------- the parent
 
 
-def max_in_window(times: list[float], window: float) -> int:
-    """The most requests any window ``(t - window, t]`` holds, as the server counts."""
-    times = sorted(times)
-    best = start = 0
-    for end, moment in enumerate(times):
-        while times[start] <= moment - window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
 @dataclass
 class Row:
     backend: str
@@ -163,9 +154,8 @@ def measure(backend: str, where: str, processes: int, args: argparse.Namespace) 
     for worker in workers:
         worker.join()
     parent.send("log")
-    log = parent.recv()
+    times, refused, busiest = parent.recv()
     server.join()
-    times = sorted(t for t, status in log if status == 200)
     span = args.windows * args.window
     admitted = sum(1 for t in times if t < times[0] + span)
     bookings = sorted(b for booking, _ in outcomes for b in booking)
@@ -174,8 +164,8 @@ def measure(backend: str, where: str, processes: int, args: argparse.Namespace) 
         processes=processes,
         admitted=admitted,
         achieved=admitted / (budget * args.windows),
-        busiest=max_in_window(times, args.window) / budget,
-        refused=sum(1 for _, status in log if status == 429),
+        busiest=busiest / budget,
+        refused=refused,
         booking_p50_us=statistics.median(bookings) * 1e6,
         booking_p99_us=bookings[int(len(bookings) * 0.99)] * 1e6,
     )
