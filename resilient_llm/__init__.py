@@ -27,7 +27,7 @@ from ._exceptions import (
     ServerUnreachable,
     StreamInterrupted,
 )
-from ._limits import LocalRateLimiter, RateLimiter
+from ._limits import FileRateLimiter, LocalRateLimiter, RateLimiter, RedisRateLimiter
 from ._version import __version__
 from .batch_api import AsyncBatchJob, BatchJob, BatchJobOptions
 
@@ -46,12 +46,14 @@ __all__ = [
     "ClientStats",
     "DeadlineExceeded",
     "EmbedBatchOptions",
+    "FileRateLimiter",
     "InvalidInput",
     "InvalidResponse",
     "ItemFailure",
     "LocalRateLimiter",
     "MapOptions",
     "RateLimiter",
+    "RedisRateLimiter",
     "ResilientClient",
     "ResilientLLMError",
     "RetryDetails",

@@ -162,6 +162,10 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
         except Exception as error:
             if state.sink is not None:
                 state.sink.refused(error)  # before the slot is given back
+            pause = state.pause_for(error)
+            if pause:
+                for limiter in state.limiters:
+                    await apause(limiter, pause)
             raise
 
     async def _pace(self, state: CallState) -> None:
@@ -174,10 +178,6 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
 
     async def _before_sleep(self, state: CallState, retry_state: tenacity.RetryCallState) -> None:
         details = state.retry_details(retry_state)
-        pause = state.retry_after()
-        if pause:
-            for limiter in state.limiters:
-                await apause(limiter, pause)
         if self._on_retry is not None:
             await _call_hook(self._on_retry, details)
 

@@ -21,7 +21,7 @@ import tenacity
 from ._config import RetryPolicy
 from ._exceptions import DeadlineExceeded
 from ._messages import seconds
-from ._retry import Action, AttemptDeadline, Decision, decide
+from ._retry import Action, AttemptDeadline, Decision, classify, decide
 
 __all__ = [
     "CallDetails",
@@ -381,12 +381,13 @@ class CallState:
         )
         return details
 
-    def retry_after(self) -> float | None:
-        """The server-directed delay of the last decision, for pausing shared rate limiters."""
-        decision = self._decision
-        if decision is None or not decision.classification.rate_limited:
+    def pause_for(self, error: BaseException) -> float | None:
+        """How long every sharer of the rate limiters must hold back after ``error``: a 429's
+        ``Retry-After``, whether or not this call retries."""
+        if not self.limiters:
             return None
-        return decision.classification.retry_after
+        verdict = classify(error)
+        return verdict.retry_after if verdict.rate_limited and verdict.retryable else None
 
     # -- the error the caller sees -------------------------------------------------------
 

@@ -156,6 +156,10 @@ class ResilientClient(ClientBase[OpenAI]):
         except Exception as error:
             if state.sink is not None:
                 state.sink.refused(error)  # before the slot is given back
+            pause = state.pause_for(error)
+            if pause:
+                for limiter in state.limiters:
+                    limiter.pause(pause)
             raise
 
     def _stream(self, opened: Opened, state: CallState, *, text_only: bool) -> ResilientStream[Any]:
@@ -179,10 +183,6 @@ class ResilientClient(ClientBase[OpenAI]):
             # The batch was abandoned and its requests cut: no retry, and nothing to report.
             raise BatchCancelled
         details = state.retry_details(retry_state)
-        pause = state.retry_after()
-        if pause:
-            for limiter in state.limiters:
-                limiter.pause(pause)
         if self._on_retry is not None:
             try:
                 self._on_retry(details)

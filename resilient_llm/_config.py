@@ -31,7 +31,6 @@ __all__ = [
     "check_deadline",
     "check_int",
     "check_model",
-    "check_per_minute",
     "check_positive",
     "check_too_long",
 ]
@@ -88,27 +87,6 @@ def check_too_long(value: object) -> TooLong:
     if isinstance(value, str) and value in ("fail", "truncate"):
         return cast(TooLong, value)
     raise ValueError(f"too_long must be 'fail' or 'truncate', got {value!r}")
-
-
-def check_per_minute(name: str, value: object) -> float | None:
-    """A client-side budget per minute: ``None``, or a finite number > 0.
-
-    A budget so small that one request would wait longer than any clock can count is refused
-    here, rather than overflowing a timestamp deep inside a batch.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    number = float(value)
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    if 60.0 / number > MAX_SECONDS:
-        raise ValueError(
-            f"{name}={value!r} is too small: one request would wait more than "
-            f"{MAX_SECONDS:,.0f} seconds"
-        )
-    return number
 
 
 def check_model(value: object, name: str = "model") -> str:
@@ -332,6 +310,13 @@ class BatchOptions:
         on_progress = options.get("on_progress")
         check_callable("on_progress", on_progress)
         deadline = options.get("deadline")
+        # Client-side budgets are checked where every limiter checks its own (late import: the
+        # limiters' arithmetic depends on this module).
+        from ._limits._budget import Budget
+
+        budget = Budget.of(
+            options.get("requests_per_minute"), options.get("tokens_per_minute"), 60.0
+        )
         return {
             "max_concurrency": (
                 default_concurrency
@@ -340,12 +325,8 @@ class BatchOptions:
             ),
             "deadline": check_deadline(deadline),
             "use_client_deadline": deadline is None,
-            "requests_per_minute": check_per_minute(
-                "requests_per_minute", options.get("requests_per_minute")
-            ),
-            "tokens_per_minute": check_per_minute(
-                "tokens_per_minute", options.get("tokens_per_minute")
-            ),
+            "requests_per_minute": budget.requests_per_minute,
+            "tokens_per_minute": budget.tokens_per_minute,
             "rate_limiter": limiter,
             "progress": progress,
             "on_progress": on_progress,

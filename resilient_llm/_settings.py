@@ -21,7 +21,7 @@ import openai.resources.chat.completions.completions
 import openai.resources.embeddings
 
 from ._batch.jobs import EmbedJob, MapJob, SummaryJob
-from ._batch.planning import Item, prepare_item
+from ._batch.planning import Item, prepare_item, rate_cost
 from ._call import CallDetails, CallSink, CallState, ClientStats, StatsCounter
 from ._config import (
     BatchOptions,
@@ -286,9 +286,7 @@ class ClientBase(Generic[C]):
             except InvalidInput as error:
                 raise InvalidInput(f"{name}: {error}") from None
         request = EmbeddingRequest.build([item.text for item in items], model=chosen, params=params)
-        return EmbeddingsCall(request, tokens=sum(item.tokens for item in items)), isinstance(
-            texts, str
-        )
+        return EmbeddingsCall(request, tokens=rate_cost(items)), isinstance(texts, str)
 
     # -- batches ---------------------------------------------------------------------------
 

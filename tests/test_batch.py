@@ -542,3 +542,28 @@ async def test_an_async_job_adapts_to_the_size_the_server_accepts() -> None:
     assert result.stats.size_limit == 32
     # The three requests of 100 went out together; every later one fitted.
     assert server.stats.size_refusals <= 3
+
+
+# -- a client's own rate limiter (SPEC §10, third point) ------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_clients_limiter_paces_single_calls_and_batches_alike(tmp_path: Any) -> None:
+    from resilient_llm import FileRateLimiter
+
+    # 30 requests per 3 s window: at most 10 per second on the wire, on asyncio and trio.
+    limiter = FileRateLimiter(tmp_path / "budget", requests_per_minute=600, window=3.0)
+    with MockOpenAIServer() as server:
+        async with async_client(server, rate_limiter=limiter) as client:
+            started = time.monotonic()
+            for i in range(5):
+                await client.embed(f"single {i}", dimensions=2)
+            result = await client.embed_batch(
+                [f"batch {i}" for i in range(25)], batch_size=1, dimensions=2
+            )
+            elapsed = time.monotonic() - started
+        busiest = server.max_requests_in_window(1.0)
+    assert result.ok, result.summary()
+    assert server.stats.total_requests == 30
+    assert busiest <= 11  # paced, not bursting (one request of slack)
+    assert elapsed >= 2.0  # 30 requests at about 10 per second

@@ -27,7 +27,14 @@ from .._tokens import get_token_counter
 from .bisection import PROBE_TEXT
 from .chunking import SummaryStep
 from .flow import BatchState
-from .planning import MAX_REQUEST_TOKENS, Item, PlannedRequest, RequestPlanner, prepare_item
+from .planning import (
+    MAX_REQUEST_TOKENS,
+    Item,
+    PlannedRequest,
+    RequestPlanner,
+    prepare_item,
+    rate_cost,
+)
 from .programs import Program, Rejected, Single, Unit, embed_program, map_program, summary_program
 
 __all__ = ["EmbedJob", "Job", "MapJob", "SummaryJob"]
@@ -145,7 +152,7 @@ class EmbedJob(Job[list[float]]):
     def _call(self, items: list[Item] | tuple[Item, ...]) -> EmbeddingsCall:
         texts = [item.text for item in items]
         request = EmbeddingRequest.build(texts, model=self.options.model, params=self.params)
-        return EmbeddingsCall(request, tokens=sum(item.tokens for item in items))
+        return EmbeddingsCall(request, tokens=rate_cost(items))
 
     def program(self, unit: PlannedRequest | Single) -> Program:
         assert isinstance(unit, PlannedRequest)

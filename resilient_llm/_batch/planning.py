@@ -17,7 +17,14 @@ from .._exceptions import InvalidInput
 from .._tokens import TokenCounter
 from .results import preview
 
-__all__ = ["MAX_REQUEST_TOKENS", "Item", "PlannedRequest", "RequestPlanner", "prepare_item"]
+__all__ = [
+    "MAX_REQUEST_TOKENS",
+    "Item",
+    "PlannedRequest",
+    "RequestPlanner",
+    "prepare_item",
+    "rate_cost",
+]
 
 #: The embeddings endpoint accepts at most this many tokens per request, all inputs together.
 MAX_REQUEST_TOKENS = 300_000
@@ -47,6 +54,13 @@ class Item:
 
     def __repr__(self) -> str:
         return f"Item(index={self.index}, tokens={self.tokens}, text={preview(self.text, 40)!r})"
+
+
+def rate_cost(items: Sequence[Item]) -> int:
+    """The tokens to book with rate limiters for ``items``: counted tokens where known, else
+    four bytes a token (what servers bill for typical text; the UTF-8 bound would book four
+    times too much and leave most of a token budget unused)."""
+    return sum(item.tokens if item.exact else -(-item.tokens // 4) for item in items)
 
 
 def prepare_item(
