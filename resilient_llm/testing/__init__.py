@@ -9,6 +9,13 @@ with MockOpenAIServer(latency=0.01) as server:
     assert server.stats.faults_injected == {"status_429": 1, "reset": 1}
 ```
 
+Besides status codes, latency, hangs, byte-at-a-time answers and resets, it injects answers
+that break integrity (`Fault.embeddings`, `Fault.chat`, `Fault.error_in_body`), faults in
+streams (`Fault.stall`, `Fault.slow_chunks`, `Fault.reset(after_chunks=)`), refuses requests for
+their size in the words of real servers (``size_limit_style``), and records what it saw:
+`ServerStats` counters and a `RequestRecord` per request (timestamps, tokens, size refusals,
+a client that closed early), with `MockOpenAIServer.max_requests_in_window` for rate limits.
+
 The pytest plugin (`resilient_llm.testing.pytest_plugin`, registered automatically) provides the
 `mock_openai` and `mock_openai_factory` fixtures.
 """

@@ -1,15 +1,18 @@
 """The OpenAI-compatible endpoints as pure functions from a request to a reply (no I/O).
 
 Shapes follow OpenAI's OpenAPI description (`CreateEmbeddingResponse`,
-`CreateChatCompletionResponse`, `CreateChatCompletionStreamResponse`, `ListModelsResponse`,
-`ErrorResponse`); limits and messages follow what the real API answers.
+`CreateChatCompletionResponse`, `CreateChatCompletionStreamResponse`, `Response` and the
+`ResponseStreamEvent`s, `ListModelsResponse`, `ErrorResponse`); limits and messages follow what
+the real API answers.
 """
 
 from __future__ import annotations
 
 import array
 import base64
+import contextlib
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -20,12 +23,28 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
-from ._faults import error_body
+from ._defects import REFUSAL_TEXT, TOOL_NAME, alter_embeddings, tool_arguments
+from ._faults import EMBEDDING_DEFECTS
+from ._limits import SizeLimits, context_refusal
+from ._reply import JSON_HEADERS, SSE_HEADERS, Reply, error_reply
+
+__all__ = [
+    "JSON_HEADERS",
+    "SSE_HEADERS",
+    "ApiRequest",
+    "Reply",
+    "chat_reply_text",
+    "embedding_vector",
+    "error_reply",
+    "parse_request",
+    "respond",
+]
 
 MAX_EMBEDDING_INPUTS = 2048
 MAX_INPUT_TOKENS = 8192
 MAX_REQUEST_TOKENS = 300_000
 SUMMARY_WORDS = 12
+_EMBEDDING_ONLY = frozenset(EMBEDDING_DEFECTS)
 
 KNOWN_MODELS: tuple[tuple[str, int, str], ...] = (
     ("gpt-4o-mini", 1721172741, "system"),
@@ -35,21 +54,6 @@ KNOWN_MODELS: tuple[tuple[str, int, str], ...] = (
     ("text-embedding-3-large", 1705953180, "system"),
     ("text-embedding-ada-002", 1671217299, "openai-internal"),
 )
-
-# Header blocks are kept encoded ("name: value\r\n" lines): the hot path only concatenates.
-JSON_HEADERS = b"content-type: application/json\r\n"
-SSE_HEADERS = b"content-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\n"
-
-
-@dataclass(slots=True)
-class Reply:
-    """What to answer: status, a header block (without framing) and a body or streamed chunks."""
-
-    status: int
-    headers: bytes = JSON_HEADERS
-    body: bytes = b""
-    chunks: list[bytes] | None = None
-    prompt_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -69,18 +73,10 @@ class ApiRequest:
     keys: list[str] = field(default_factory=list)
     dimensions: int = 0
     base64: bool = False
-
-
-def error_reply(
-    status: int,
-    message: str,
-    error_type: str = "invalid_request_error",
-    code: str | None = None,
-    param: str | None = None,
-    headers: bytes = b"",
-) -> Reply:
-    """Build an OpenAI-style error reply."""
-    return Reply(status, JSON_HEADERS + headers, error_body(message, error_type, code, param))
+    # Which size limit refused the request: "inputs", "bytes", "input_tokens", "request_tokens".
+    size_limit: str | None = None
+    # Responses API: the text the answer is made from.
+    prompt_text: str = ""
 
 
 def estimate_tokens(text: str) -> int:
@@ -106,13 +102,17 @@ def _invalid(message: str, param: str | None = None) -> Reply:
     return error_reply(400, message, "invalid_request_error", None, param)
 
 
-def parse_request(method: str, target: str, body: bytes) -> ApiRequest:
+def parse_request(
+    method: str, target: str, body: bytes, limits: SizeLimits | None = None
+) -> ApiRequest:
     """Route and validate one request.
 
     Args:
         method: HTTP method.
         target: Request target, possibly with a query string.
         body: Request body.
+        limits: The server's opt-in size limits, checked before anything else about the body
+            (the built-in OpenAI limits always apply).
 
     Returns:
         The parsed request; `ApiRequest.error` is set when it must be refused.
@@ -121,12 +121,20 @@ def parse_request(method: str, target: str, body: bytes) -> ApiRequest:
     if path == "/v1/embeddings":
         req = ApiRequest(method, path, "embeddings")
         if method == "POST":
-            _parse_embeddings(req, body)
+            if not _too_large(req, body, limits):
+                _parse_embeddings(req, body, limits)
             return req
     elif path == "/v1/chat/completions":
         req = ApiRequest(method, path, "chat")
         if method == "POST":
-            _parse_chat(req, body)
+            if not _too_large(req, body, limits):
+                _parse_chat(req, body)
+            return req
+    elif path == "/v1/responses":
+        req = ApiRequest(method, path, "responses")
+        if method == "POST":
+            if not _too_large(req, body, limits):
+                _parse_responses(req, body)
             return req
     elif path == "/v1/models" or path.startswith("/v1/models/"):
         req = ApiRequest(method, path, "models")
@@ -142,6 +150,23 @@ def parse_request(method: str, target: str, body: bytes) -> ApiRequest:
         return req
     req.error = error_reply(405, f"Invalid method for URL ({method} {path})")
     return req
+
+
+def _too_large(req: ApiRequest, body: bytes, limits: SizeLimits | None) -> bool:
+    # A body limit is enforced while reading, before the JSON is even parsed.
+    refusal = None if limits is None else limits.check_bytes(len(body))
+    if refusal is None:
+        return False
+    req.error, req.size_limit = refusal, "bytes"
+    # Still parsed, leniently, so that the request log says what was refused.
+    with contextlib.suppress(Exception):
+        payload = json.loads(body)
+        if isinstance(payload, dict):
+            model = payload.get("model")
+            req.model = model if isinstance(model, str) else None
+            raw = payload.get("input", payload.get("messages"))
+            req.n_inputs = len(raw) if isinstance(raw, list) else int(raw is not None)
+    return True
 
 
 def _load_object(req: ApiRequest, body: bytes) -> dict[str, Any] | None:
@@ -171,7 +196,7 @@ def _is_token_list(value: object) -> bool:
     )
 
 
-def _parse_embeddings(req: ApiRequest, body: bytes) -> None:
+def _parse_embeddings(req: ApiRequest, body: bytes, limits: SizeLimits | None) -> None:
     payload = _load_object(req, body)
     if payload is None:
         return
@@ -191,10 +216,15 @@ def _parse_embeddings(req: ApiRequest, body: bytes) -> None:
     if not items or any(len(x) == 0 for x in items):
         req.error = _invalid("'$.input' is invalid. Please check the API reference.", "input")
         return
-    if len(items) > MAX_EMBEDDING_INPUTS:
-        req.error = _invalid(
-            f"'$.input' is too long: {len(items)} items, at most {MAX_EMBEDDING_INPUTS}.", "input"
+    refusal = None if limits is None else limits.check_inputs(len(items))
+    if refusal is None and len(items) > MAX_EMBEDDING_INPUTS:
+        # What OpenAI answers for more than 2048 inputs: it does not say why.
+        refusal = _invalid(
+            "'$.input' is invalid. Please check the API reference: "
+            "https://platform.openai.com/docs/api-reference."
         )
+    if refusal is not None:
+        req.error, req.size_limit = refusal, "inputs"
         return
     total = 0
     for item in items:
@@ -205,18 +235,18 @@ def _parse_embeddings(req: ApiRequest, body: bytes) -> None:
         else:
             req.keys.append("\x00tokens:" + ",".join(map(str, item)))
             tokens = len(item)
-        if tokens > MAX_INPUT_TOKENS:
-            req.error = _invalid(
-                f"This model's maximum context length is {MAX_INPUT_TOKENS} tokens, however you "
-                f"requested {tokens} tokens ({tokens} in your prompt; 0 for the completion). "
-                "Please reduce your prompt; or completion length."
-            )
+        refusal = None if limits is None else limits.check_input_tokens(tokens)
+        if refusal is None and tokens > MAX_INPUT_TOKENS:
+            refusal = context_refusal(MAX_INPUT_TOKENS, tokens)
+        if refusal is not None:
+            req.error, req.size_limit = refusal, "input_tokens"
             return
         total += tokens
     if total > MAX_REQUEST_TOKENS:
         req.error = _invalid(
             f"Requested {total} tokens, max {MAX_REQUEST_TOKENS} tokens per request", "input"
         )
+        req.size_limit = "request_tokens"
         return
     req.prompt_tokens = total
 
@@ -311,6 +341,78 @@ def _parse_chat(req: ApiRequest, body: bytes) -> None:
         req.error = _model_not_found(req.model)
 
 
+def _input_item_text(item: object) -> tuple[str, str] | None:
+    """(role, text) of one Responses API input item, or None if it is not one."""
+    if not isinstance(item, dict):
+        return None
+    kind = item.get("type", "message")
+    if kind == "message":
+        role = item.get("role")
+        content = item.get("content")
+        if not isinstance(role, str):
+            return None
+        if isinstance(content, str):
+            return role, content
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                if not isinstance(part, dict):
+                    return None
+                if part.get("type") in ("input_text", "output_text", "text"):
+                    text = part.get("text")
+                    if not isinstance(text, str):
+                        return None
+                    parts.append(text)
+            return role, "\n".join(parts)
+        return None
+    if kind == "function_call_output" and isinstance(item.get("output"), str):
+        return "tool", item["output"]
+    # Other item kinds (function calls, reasoning...) carry no text for the answer.
+    return ("other", "") if isinstance(kind, str) else None
+
+
+def _parse_responses(req: ApiRequest, body: bytes) -> None:
+    payload = _load_object(req, body)
+    if payload is None:
+        return
+    raw = payload.get("input")
+    items: list[tuple[str, str]] = []
+    if isinstance(raw, str):
+        items.append(("user", raw))
+    elif isinstance(raw, list) and raw:
+        for i, item in enumerate(raw):
+            parsed = _input_item_text(item)
+            if parsed is None:
+                req.error = _invalid(f"Invalid value for 'input[{i}]'.", f"input[{i}]")
+                return
+            items.append(parsed)
+    else:
+        req.error = _invalid("Missing required parameter: 'input'.", "input")
+        return
+    instructions = payload.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        req.error = _invalid("Invalid type for 'instructions': expected a string.", "instructions")
+        return
+    req.texts = [text for _, text in items]
+    req.n_inputs = len(items)
+    users = [text for role, text in items if role == "user"]
+    req.prompt_text = users[-1] if users else req.texts[-1]
+    counted = [*req.texts, instructions or ""]
+    req.prompt_tokens = sum(len(t) // 4 for t in counted) + 3 * len(items) + 3
+    limit = payload.get("max_output_tokens")
+    if limit is not None and not _positive_int(limit):
+        req.error = _invalid(
+            "Invalid 'max_output_tokens': must be a positive integer.", "max_output_tokens"
+        )
+        return
+    if not isinstance(payload.get("stream", False), bool):
+        req.error = _invalid("Invalid 'stream': expected a boolean.", "stream")
+        return
+    assert req.model is not None
+    if is_unknown_model(req.model):
+        req.error = _model_not_found(req.model)
+
+
 @lru_cache(maxsize=8192)
 def _embedding_json(key: str, dimensions: int, as_base64: bool) -> str:
     # Seeded by a stable hash (not `hash()`, which changes per process), so the same text gets
@@ -386,7 +488,7 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
     }
 
 
-def _chat(req: ApiRequest, number: int) -> Reply:
+def _chat(req: ApiRequest, number: int, defect: str = "") -> Reply:
     payload = req.payload
     messages = payload["messages"]
     last = next(
@@ -400,7 +502,26 @@ def _chat(req: ApiRequest, number: int) -> Reply:
         words = words[:limit]
         finish = "length"
     n = payload.get("n") or 1
-    completion = len(words) * n
+    # What the message holds: text, a refusal or a function call, per the defect asked for.
+    content: str | None = " ".join(words)
+    refusal: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    if defect == "empty":
+        content, finish = "", "stop"
+    elif defect == "content_filter":
+        content, finish = None, "content_filter"
+    elif defect == "refusal":
+        content, refusal, finish = None, REFUSAL_TEXT, "stop"
+    elif defect == "tool_calls":
+        content, finish = None, "tool_calls"
+        tool_calls = [
+            {
+                "id": f"call_mock{number:012d}",
+                "type": "function",
+                "function": {"name": TOOL_NAME, "arguments": tool_arguments(last)},
+            }
+        ]
+    completion = len((content or refusal or "").split()) * n
     base = {
         "id": f"chatcmpl-mock{number:012d}",
         "created": int(time.time()),
@@ -408,18 +529,24 @@ def _chat(req: ApiRequest, number: int) -> Reply:
         "service_tier": "default",
         "system_fingerprint": "fp_resilient_llm",
     }
+    choices_key = defect != "missing_choices"
+    no_choices = defect in ("no_choices", "missing_choices")
     if not payload.get("stream"):
         message: dict[str, Any] = {
             "role": "assistant",
-            "content": " ".join(words),
-            "refusal": None,
+            "content": content,
+            "refusal": refusal,
             "annotations": [],
         }
+        if tool_calls is not None:
+            message["tool_calls"] = tool_calls
         choices = [
             {"index": i, "message": message, "logprobs": None, "finish_reason": finish}
             for i in range(n)
         ]
-        document = {"object": "chat.completion", **base, "choices": choices}
+        document: dict[str, Any] = {"object": "chat.completion", **base}
+        if choices_key:
+            document["choices"] = [] if no_choices else choices
         document["usage"] = _usage(req.prompt_tokens, completion)
         return Reply(
             200, JSON_HEADERS, json.dumps(document).encode(), prompt_tokens=req.prompt_tokens
@@ -430,7 +557,9 @@ def _chat(req: ApiRequest, number: int) -> Reply:
     head = {"object": "chat.completion.chunk", **base}
 
     def event(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
-        chunk: dict[str, Any] = {**head, "choices": choices}
+        chunk: dict[str, Any] = {**head}
+        if choices_key:
+            chunk["choices"] = [] if no_choices else choices
         if include_usage:
             chunk["usage"] = usage
         return b"data: " + json.dumps(chunk).encode() + b"\n\n"
@@ -438,16 +567,121 @@ def _chat(req: ApiRequest, number: int) -> Reply:
     def choice(i: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         return {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
-    chunks = [
-        event([choice(i, {"role": "assistant", "content": "", "refusal": None}) for i in range(n)])
-    ]
-    for position, word in enumerate(words):
-        piece = word if position == 0 else " " + word
-        chunks.append(event([choice(i, {"content": piece}) for i in range(n)]))
+    def deltas(delta: dict[str, Any]) -> bytes:
+        return event([choice(i, delta) for i in range(n)])
+
+    first = {"role": "assistant", "content": "" if content is not None else None, "refusal": None}
+    chunks = [deltas(first)]
+    if content:
+        for position, word in enumerate(words):
+            chunks.append(deltas({"content": word if position == 0 else " " + word}))
+    elif refusal is not None:
+        for position, word in enumerate(refusal.split(" ")):
+            chunks.append(deltas({"refusal": word if position == 0 else " " + word}))
+    elif tool_calls is not None:
+        call = tool_calls[0]
+        opening = {**call, "function": {"name": TOOL_NAME, "arguments": ""}}
+        chunks.append(deltas({"tool_calls": [{"index": 0, **opening}]}))
+        arguments = call["function"]["arguments"]
+        for cut in range(0, len(arguments), 8):
+            piece = {"index": 0, "function": {"arguments": arguments[cut : cut + 8]}}
+            chunks.append(deltas({"tool_calls": [piece]}))
     chunks.append(event([choice(i, {}, finish) for i in range(n)]))
     if include_usage:
         chunks.append(event([], _usage(req.prompt_tokens, completion)))
     chunks.append(b"data: [DONE]\n\n")
+    return Reply(200, SSE_HEADERS, chunks=chunks, prompt_tokens=req.prompt_tokens)
+
+
+def _responses(req: ApiRequest, number: int) -> Reply:
+    """A Responses API answer: one assistant message with one ``output_text`` part."""
+    payload = req.payload
+    words = chat_reply_text(req.prompt_text).split(" ")
+    limit = payload.get("max_output_tokens")
+    incomplete = limit is not None and len(words) > limit
+    if incomplete:
+        words = words[:limit]
+    text = " ".join(words)
+    created = int(time.time())
+    response_id = f"resp_mock{number:012d}"
+    item_id = f"msg_mock{number:012d}"
+    output_tokens = len(words)
+    usage = {
+        "input_tokens": req.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": req.prompt_tokens + output_tokens,
+    }
+    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    final_status = "incomplete" if incomplete else "completed"
+    item = {
+        "id": item_id,
+        "type": "message",
+        "status": final_status,
+        "role": "assistant",
+        "content": [part],
+    }
+
+    def response(status: str, output: list[dict[str, Any]], done: bool) -> dict[str, Any]:
+        return {
+            "id": response_id,
+            "object": "response",
+            "created_at": created,
+            "status": status,
+            "background": False,
+            "completed_at": created if status == "completed" else None,
+            "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"} if incomplete and done else None,
+            "instructions": payload.get("instructions"),
+            "max_output_tokens": limit,
+            "model": req.model,
+            "output": output,
+            "parallel_tool_calls": True,
+            "previous_response_id": payload.get("previous_response_id"),
+            "reasoning": {"effort": None, "summary": None},
+            "service_tier": "default",
+            "store": payload.get("store", True),
+            "temperature": 1.0,
+            "text": {"format": {"type": "text"}},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "usage": usage if done else None,
+            "metadata": payload.get("metadata") or {},
+        }
+
+    if not payload.get("stream"):
+        document = response(final_status, [item], done=True)
+        return Reply(
+            200, JSON_HEADERS, json.dumps(document).encode(), prompt_tokens=req.prompt_tokens
+        )
+
+    sequence = itertools.count()
+
+    def event(kind: str, **fields: Any) -> bytes:
+        data = {"type": kind, "sequence_number": next(sequence), **fields}
+        return b"event: " + kind.encode() + b"\ndata: " + json.dumps(data).encode() + b"\n\n"
+
+    where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    started = {**item, "status": "in_progress", "content": []}
+    empty_part = {**part, "text": ""}
+    chunks = [
+        event("response.created", response=response("in_progress", [], done=False)),
+        event("response.in_progress", response=response("in_progress", [], done=False)),
+        event("response.output_item.added", output_index=0, item=started),
+        event("response.content_part.added", **where, part=empty_part),
+    ]
+    for position, word in enumerate(words):
+        delta = word if position == 0 else " " + word
+        chunks.append(event("response.output_text.delta", **where, delta=delta, logprobs=[]))
+    chunks += [
+        event("response.output_text.done", **where, text=text, logprobs=[]),
+        event("response.content_part.done", **where, part=part),
+        event("response.output_item.done", output_index=0, item=item),
+        event(f"response.{final_status}", response=response(final_status, [item], done=True)),
+    ]
     return Reply(200, SSE_HEADERS, chunks=chunks, prompt_tokens=req.prompt_tokens)
 
 
@@ -466,20 +700,39 @@ def _models(req: ApiRequest) -> Reply:
     return Reply(200, JSON_HEADERS, json.dumps(document).encode())
 
 
-def respond(req: ApiRequest, number: int) -> Reply:
+def respond(req: ApiRequest, number: int, defect: str = "", at: int = -1) -> Reply:
     """Answer a request that passed every check.
 
     Args:
         req: The parsed request (its `error` must be None).
         number: A per-server request number, used for response ids.
+        defect: An integrity defect to build into the answer (see `Fault.embeddings` and
+            `Fault.chat`); empty for a correct answer.
+        at: Which embedding entry the defect hits.
 
     Returns:
         The reply.
+
+    Raises:
+        ValueError: If the defect does not apply to this endpoint.
     """
     if req.error is not None:
         return req.error
+    if defect:
+        wanted = "embeddings" if defect in _EMBEDDING_ONLY else "chat"
+        if req.endpoint != wanted:
+            target = "/v1/embeddings" if wanted == "embeddings" else "/v1/chat/completions"
+            raise ValueError(
+                f"the {wanted} defect {defect!r} does not apply to {req.method} {req.path}; "
+                f"script it with path={target!r}"
+            )
     if req.endpoint == "embeddings":
-        return _embeddings(req)
+        reply = _embeddings(req)
+        if defect:
+            reply.body = alter_embeddings(reply.body, defect, at)
+        return reply
     if req.endpoint == "chat":
-        return _chat(req, number)
+        return _chat(req, number, defect)
+    if req.endpoint == "responses":
+        return _responses(req, number)
     return _models(req)

@@ -10,7 +10,7 @@ import threading
 import types
 from typing import Any
 
-__all__ = ["parse_duration", "parse_latency", "run_mock_server_cli"]
+__all__ = ["parse_duration", "parse_latency", "run_mock_server_cli", "server_options"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$")
 
@@ -62,6 +62,23 @@ def _latency_argument(text: str) -> float | tuple[float, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _duration_argument(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resilient-llm mock-server",
@@ -90,7 +107,80 @@ def _build_parser() -> argparse.ArgumentParser:
         help="inputs containing this text get 400 (default: POISON; '' disables)",
     )
     parser.add_argument("--api-key", default=None, help="require this bearer token")
+    limits = parser.add_argument_group(
+        "size limits", "a self-hosted server's limits, refused in that server's words"
+    )
+    limits.add_argument(
+        "--max-inputs-per-request",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="embedding inputs accepted in one request",
+    )
+    limits.add_argument(
+        "--max-request-bytes",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="largest request body accepted",
+    )
+    limits.add_argument(
+        "--max-input-tokens",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="most tokens in one embedding input (the model's context)",
+    )
+    from ._limits import SIZE_LIMIT_STYLES
+
+    limits.add_argument(
+        "--size-limit-style",
+        choices=SIZE_LIMIT_STYLES,
+        default="openai",
+        help="whose wording the refusals use (default: openai)",
+    )
+    parser.add_argument(
+        "--echo-authorization",
+        action="store_true",
+        help="write the request's Authorization header into error messages, as leaky proxies do",
+    )
+    parser.add_argument(
+        "--stream-chunk-interval",
+        type=_duration_argument,
+        default=0.0,
+        metavar="DURATION",
+        help="pause before each chunk of a streamed answer: 50ms, 0.05s or 0.05",
+    )
     return parser
+
+
+def server_options(argv: list[str] | None = None) -> dict[str, Any]:
+    """The `MockOpenAIServer` keyword arguments that ``mock-server`` arguments ask for.
+
+    Args:
+        argv: Arguments after ``mock-server``; None reads ``sys.argv[1:]``.
+
+    Returns:
+        The keyword arguments, host and port included.
+    """
+    args = _build_parser().parse_args(argv)
+    return {
+        "host": args.host,
+        "port": args.port,
+        "latency": args.latency,
+        "fail_rate": args.fail_rate,
+        "seed": args.seed,
+        "rpm": args.rpm,
+        "tpm": args.tpm,
+        "poison_marker": args.poison_marker or None,
+        "api_key": args.api_key,
+        "max_inputs_per_request": args.max_inputs_per_request,
+        "max_request_bytes": args.max_request_bytes,
+        "max_input_tokens": args.max_input_tokens,
+        "size_limit_style": args.size_limit_style,
+        "echo_authorization": args.echo_authorization,
+        "stream_chunk_interval": args.stream_chunk_interval,
+    }
 
 
 def run_mock_server_cli(argv: list[str] | None = None) -> int:
@@ -104,21 +194,11 @@ def run_mock_server_cli(argv: list[str] | None = None) -> int:
     Returns:
         The exit status: 0 after a clean stop, 2 for bad arguments (argparse exits itself).
     """
-    args = _build_parser().parse_args(argv)
+    options = server_options(argv)
     from ._server import MockOpenAIServer
 
     try:
-        server = MockOpenAIServer(
-            args.host,
-            args.port,
-            latency=args.latency,
-            fail_rate=args.fail_rate,
-            seed=args.seed,
-            rpm=args.rpm,
-            tpm=args.tpm,
-            poison_marker=args.poison_marker or None,
-            api_key=args.api_key,
-        )
+        server = MockOpenAIServer(**options)
         server.start()
     except (ValueError, OSError) as exc:
         print(f"resilient-llm mock-server: {exc}", file=sys.stderr)  # noqa: T201

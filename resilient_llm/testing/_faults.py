@@ -11,9 +11,25 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
-FaultKind = Literal["respond", "latency", "hang", "drip", "reset"]
+FaultKind = Literal["respond", "latency", "hang", "drip", "reset", "stall", "slow_chunks", "alter"]
+EmbeddingDefect = Literal[
+    "missing",
+    "index_negative",
+    "index_too_large",
+    "duplicate_index",
+    "empty_vector",
+    "short_vector",
+    "nan",
+    "infinity",
+    "reversed",
+]
+ChatDefect = Literal[
+    "empty", "content_filter", "refusal", "tool_calls", "no_choices", "missing_choices"
+]
+EMBEDDING_DEFECTS: tuple[str, ...] = get_args(EmbeddingDefect)
+CHAT_DEFECTS: tuple[str, ...] = get_args(ChatDefect)
 
 # Default `type`, `code` and message per status, as OpenAI's API sends them.
 _STATUS_DEFAULTS: dict[int, tuple[str, str | None, str]] = {
@@ -67,6 +83,11 @@ def header_block(headers: Iterable[tuple[str, str]]) -> bytes:
     return "".join(lines).encode("latin-1")
 
 
+def _check_chunks(count: int | None) -> None:
+    if count is not None and (isinstance(count, bool) or count < 0):
+        raise ValueError(f"after_chunks must be an int >= 0, got {count!r}")
+
+
 def _format_seconds(value: float) -> str:
     if value < 0 or not math.isfinite(value):
         raise ValueError(f"retry delays must be finite and >= 0, got {value!r}")
@@ -84,17 +105,31 @@ def _http_date(when: _dt.datetime) -> str:
 class Fault:
     """One injected failure, built with the classmethods (`Fault.status(429)`, `Fault.hang()`, ...).
 
+    A streamed answer (``stream=True``) goes out as chunks, one per server-sent event; the
+    chunk-aware faults (`stall`, `slow_chunks`, `reset` with ``after_chunks``) count those. A
+    non-streamed answer is one chunk: its body.
+
     Attributes:
         name: Short label used in `ServerStats.faults_injected` and `RequestRecord.fault`.
         kind: How the server applies it: ``"respond"`` (a canned response replaces the normal
             one), ``"latency"`` (delay, then the normal response), ``"hang"`` (never answer),
-            ``"drip"`` (the normal response one byte at a time) or ``"reset"`` (abort the
-            connection, optionally after part of the normal response).
+            ``"drip"`` (the normal response one byte at a time), ``"reset"`` (abort the
+            connection, optionally after part of the normal response), ``"stall"`` (send the
+            status, headers and some chunks, then nothing), ``"slow_chunks"`` (the normal
+            response with a pause before every chunk) or ``"alter"`` (the normal answer with a
+            defect that breaks its integrity).
         status_code: Status of the canned response (``"respond"`` only).
         headers: Extra response headers of the canned response.
         body: Body of the canned response.
-        seconds: Delay for ``"latency"``, interval between bytes for ``"drip"``.
+        seconds: Delay for ``"latency"``, interval between bytes for ``"drip"``, between chunks
+            for ``"slow_chunks"``.
         after_bytes: For ``"reset"``: how many bytes of the normal response go out first.
+        after_chunks: For ``"reset"`` and ``"stall"``: how many chunks go out first (None:
+            count bytes instead).
+        defect: For ``"alter"``: what is wrong with the answer (see `Fault.embeddings` and
+            `Fault.chat`).
+        at: For ``"alter"``: the position in ``data`` of the embedding entry the defect hits
+            (negative counts from the end).
     """
 
     name: str
@@ -104,6 +139,9 @@ class Fault:
     body: bytes = b""
     seconds: float = 0.0
     after_bytes: int = 0
+    after_chunks: int | None = None
+    defect: str = ""
+    at: int = -1
 
     @classmethod
     def status(
@@ -236,18 +274,153 @@ class Fault:
         return cls(name="drip", kind="drip", seconds=float(interval))
 
     @classmethod
-    def reset(cls, after_bytes: int = 0) -> Fault:
+    def reset(cls, after_bytes: int = 0, *, after_chunks: int | None = None) -> Fault:
         """Read the request, then abort the connection with a TCP RST (SO_LINGER 0).
 
         Args:
             after_bytes: Send this many bytes of the normal response first (0: none).
+            after_chunks: Send the status line, the headers and this many chunks of the normal
+                response first (a stream broken after k events); overrides `after_bytes`.
 
         Returns:
             The fault, named ``reset``.
+
+        Raises:
+            ValueError: For a negative count.
         """
         if after_bytes < 0:
             raise ValueError(f"after_bytes must be >= 0, got {after_bytes}")
-        return cls(name="reset", kind="reset", after_bytes=after_bytes)
+        _check_chunks(after_chunks)
+        return cls(name="reset", kind="reset", after_bytes=after_bytes, after_chunks=after_chunks)
+
+    @classmethod
+    def stall(cls, after_chunks: int = 0) -> Fault:
+        """Send the status line, the headers and `after_chunks` chunks, then nothing more.
+
+        The connection stays open until the client gives up (the request log then says
+        ``client_closed=True``) or the server stops. With ``after_chunks=0`` a stream fails
+        before its first chunk; with more, it breaks after delivering some.
+
+        Args:
+            after_chunks: Chunks (streamed events) sent before the stall.
+
+        Returns:
+            The fault, named ``stall``.
+
+        Raises:
+            ValueError: For a negative count.
+        """
+        _check_chunks(after_chunks)
+        return cls(name="stall", kind="stall", after_chunks=after_chunks)
+
+    @classmethod
+    def slow_chunks(cls, interval: float) -> Fault:
+        """Send the normal response with a pause of `interval` seconds before every chunk.
+
+        The pause is watched: a client that closes the connection during it is noticed and
+        recorded (``RequestRecord.client_closed``), as a server sees a consumer stop reading.
+
+        Args:
+            interval: Seconds before each chunk (the headers go out at once).
+
+        Returns:
+            The fault, named ``slow_chunks``.
+
+        Raises:
+            ValueError: For a negative or infinite interval.
+        """
+        if interval < 0 or not math.isfinite(interval):
+            raise ValueError(f"interval must be finite and >= 0, got {interval!r}")
+        return cls(name="slow_chunks", kind="slow_chunks", seconds=float(interval))
+
+    @classmethod
+    def embeddings(cls, defect: EmbeddingDefect, *, at: int = -1) -> Fault:
+        """The normal embeddings answer to the request it hits, with one integrity defect.
+
+        The answer stays a 200 that the official clients parse; only its content is wrong, so
+        it works for any number of inputs and either ``encoding_format``:
+
+        - ``"missing"``: the entry at `at` is left out (one vector too few).
+        - ``"index_negative"``: an extra copy of the entry at `at`, with ``index: -1``.
+        - ``"index_too_large"``: an extra copy of the entry at `at`, with ``index`` equal to
+          the number of inputs.
+        - ``"duplicate_index"``: the entry at `at` takes the index of another entry, so one
+          index appears twice and one is missing (with a single input: an extra copy of it).
+        - ``"empty_vector"``: the entry at `at` has ``"embedding": []`` (base64: ``""``).
+        - ``"short_vector"``: the entry at `at` is one value shorter than the others and
+          than the requested ``dimensions``.
+        - ``"nan"`` / ``"infinity"``: one value of the entry at `at` is NaN / +Infinity
+          (JSON ``NaN`` / ``Infinity``, as some servers emit; base64: the float32 value).
+        - ``"reversed"``: a valid answer whose ``data`` lists the entries in reverse order,
+          each with its correct index (clients must order by ``index``).
+
+        Args:
+            defect: Which defect.
+            at: Position in ``data`` of the entry it hits (negative counts from the end).
+
+        Returns:
+            The fault, named ``embeddings_<defect>``.
+
+        Raises:
+            ValueError: For an unknown defect.
+        """
+        if defect not in EMBEDDING_DEFECTS:
+            raise ValueError(f"unknown embeddings defect {defect!r}; one of {EMBEDDING_DEFECTS}")
+        return cls(name=f"embeddings_{defect}", kind="alter", defect=defect, at=at)
+
+    @classmethod
+    def chat(cls, defect: ChatDefect) -> Fault:
+        """The normal chat completion (streamed or not) with one defect, still a 200.
+
+        - ``"empty"``: ``content: ""`` with ``finish_reason: "stop"``.
+        - ``"content_filter"``: ``content: null`` with ``finish_reason: "content_filter"``.
+        - ``"refusal"``: ``content: null`` and a ``refusal`` message.
+        - ``"tool_calls"``: ``content: null``, one function call in ``tool_calls`` and
+          ``finish_reason: "tool_calls"``.
+        - ``"no_choices"``: ``choices: []`` (in a stream: in every chunk).
+        - ``"missing_choices"``: no ``choices`` key at all (in a stream: in every chunk).
+
+        Args:
+            defect: Which defect; it hits every choice when ``n > 1``.
+
+        Returns:
+            The fault, named ``chat_<defect>``.
+
+        Raises:
+            ValueError: For an unknown defect.
+        """
+        if defect not in CHAT_DEFECTS:
+            raise ValueError(f"unknown chat defect {defect!r}; one of {CHAT_DEFECTS}")
+        return cls(name=f"chat_{defect}", kind="alter", defect=defect)
+
+    @classmethod
+    def error_in_body(
+        cls,
+        message: str = "The server had an error while processing your request. Sorry about that!",
+        *,
+        error_type: str = "server_error",
+        error_code: str | None = None,
+    ) -> Fault:
+        """A ``200 OK`` whose JSON body is an OpenAI error object instead of the answer.
+
+        Some gateways report upstream failures this way; the official clients parse it into
+        the expected type with every field missing.
+
+        Args:
+            message: ``error.message``.
+            error_type: ``error.type``.
+            error_code: ``error.code``.
+
+        Returns:
+            The fault, named ``error_in_body``.
+        """
+        return cls(
+            name="error_in_body",
+            kind="respond",
+            status_code=200,
+            headers=(("content-type", "application/json"),),
+            body=error_body(message, error_type, error_code),
+        )
 
     @classmethod
     def malformed_json(cls) -> Fault:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import math
 import random
@@ -22,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
 
@@ -30,10 +32,12 @@ import anyio.from_thread
 import anyio.lowlevel
 import h11
 
-from ._api import ApiRequest, Reply, error_reply, parse_request, respond
+from ._api import ApiRequest, parse_request, respond
 from ._faults import DEFAULT_RANDOM_FAULTS, Fault, header_block
+from ._limits import SizeLimits, SizeLimitStyle
 from ._ratelimit import RateLimited, SlidingWindowLimiter
-from ._stats import RequestRecord, ServerStats
+from ._reply import Reply, error_reply
+from ._stats import RequestRecord, ServerStats, max_in_window
 
 __all__ = ["MockOpenAIServer"]
 
@@ -75,9 +79,14 @@ def _check_latency(latency: Latency) -> Latency:
 class MockOpenAIServer:
     """An OpenAI-compatible server on loopback with fault injection, for tests and demos.
 
-    Serves ``POST /v1/embeddings``, ``POST /v1/chat/completions`` (streaming too),
-    ``GET /v1/models`` and ``GET /v1/models/{id}`` with deterministic content. Use it as a
-    context manager (or call `start` / `stop`) and point any OpenAI client at `base_url`.
+    Serves ``POST /v1/embeddings``, ``POST /v1/chat/completions`` and ``POST /v1/responses``
+    (both streaming too), ``GET /v1/models`` and ``GET /v1/models/{id}`` with deterministic
+    content. Use it as a context manager (or call `start` / `stop`) and point any OpenAI
+    client at `base_url`.
+
+    OpenAI's own limits always apply (2048 inputs and 300,000 tokens per embeddings request,
+    8192 tokens per input, refused in OpenAI's words). The size options add a self-hosted
+    server's lower limits, refused the way `size_limit_style` says (see `SizeLimits`).
 
     Example:
         >>> with MockOpenAIServer(latency=0.01) as server:
@@ -100,6 +109,19 @@ class MockOpenAIServer:
             minute"; shorter windows make rate-limit tests fast).
         record_texts: Keep input texts in `requests`.
         api_key: If set, requests without ``Authorization: Bearer <api_key>`` get 401.
+        max_inputs_per_request: Embedding inputs accepted in one request; more are refused
+            for their size.
+        max_request_bytes: Largest request body accepted, in bytes.
+        max_input_tokens: Most tokens in one embedding input (a self-hosted model's context).
+        size_limit_style: Whose words the size refusals use: ``"openai"``, ``"azure"``,
+            ``"tei"`` (text-embeddings-inference), ``"vllm"`` or ``"litellm"``; a style whose
+            server has no such limit refuses the option (`ValueError`).
+        echo_authorization: Write the request's ``Authorization`` header into the message of
+            every error response (status >= 400), as some proxies do, so tests can check that
+            API keys are scrubbed from what the client reports.
+        stream_chunk_interval: Seconds before each chunk of every streamed answer (the
+            server-wide form of `Fault.slow_chunks`); lets a test close a stream mid-way and
+            see the server notice.
     """
 
     def __init__(
@@ -117,6 +139,12 @@ class MockOpenAIServer:
         rate_window: float = 60.0,
         record_texts: bool = False,
         api_key: str | None = None,
+        max_inputs_per_request: int | None = None,
+        max_request_bytes: int | None = None,
+        max_input_tokens: int | None = None,
+        size_limit_style: SizeLimitStyle = "openai",
+        echo_authorization: bool = False,
+        stream_chunk_interval: float = 0.0,
     ) -> None:
         if not 0.0 <= fail_rate <= 1.0:
             raise ValueError(f"fail_rate must be within [0, 1], got {fail_rate!r}")
@@ -127,6 +155,16 @@ class MockOpenAIServer:
             raise ValueError(f"rate_window must be > 0, got {rate_window!r}")
         if poison_marker == "":
             raise ValueError("poison_marker must be a non-empty string or None")
+        if stream_chunk_interval < 0 or not math.isfinite(stream_chunk_interval):
+            raise ValueError(
+                f"stream_chunk_interval must be finite and >= 0, got {stream_chunk_interval!r}"
+            )
+        limits = SizeLimits(
+            max_inputs_per_request, max_request_bytes, max_input_tokens, size_limit_style
+        )
+        self._limits = limits if limits != SizeLimits(style=size_limit_style) else None
+        self._echo_authorization = bool(echo_authorization)
+        self._chunk_interval = float(stream_chunk_interval)
         self.host = host
         self._requested_port = port
         self._latency = _check_latency(latency)
@@ -233,6 +271,52 @@ class MockOpenAIServer:
             if path is not None:
                 return len(self._path_faults.get(_normalize_path(path), ()))
             return len(self._global_faults) + sum(map(len, self._path_faults.values()))
+
+    def max_requests_in_window(
+        self, seconds: float, *, path: str | None = None, status: int | None = None
+    ) -> int:
+        """The most requests the server received within any window of `seconds`.
+
+        Computed from the request log (arrival times on the monotonic clock), so a test can
+        assert that clients sharing a rate limit never sent more than the budget per window.
+        A window holds the arrivals in ``[t, t + seconds)``.
+
+        Args:
+            seconds: Window length.
+            path: Count only requests to this path (e.g. ``"/v1/embeddings"``).
+            status: Count only requests answered with this status (200: admitted ones).
+
+        Returns:
+            The maximum count.
+        """
+        return max_in_window(((r.started, 1) for r in self._select(path, status)), seconds)
+
+    def max_tokens_in_window(
+        self, seconds: float, *, path: str | None = None, status: int | None = None
+    ) -> int:
+        """The most prompt tokens requested within any window of `seconds`.
+
+        Sums `RequestRecord.prompt_tokens` (the server's estimate, as its own TPM limit
+        counts them) over the arrivals in ``[t, t + seconds)``.
+
+        Args:
+            seconds: Window length.
+            path: Count only requests to this path.
+            status: Count only requests answered with this status.
+
+        Returns:
+            The maximum total.
+        """
+        events = ((r.started, r.prompt_tokens) for r in self._select(path, status))
+        return max_in_window(events, seconds)
+
+    def _select(self, path: str | None, status: int | None) -> list[RequestRecord]:
+        wanted = None if path is None else _normalize_path(path)
+        return [
+            r
+            for r in self.requests
+            if (wanted is None or r.path == wanted) and (status is None or r.status == status)
+        ]
 
     def reset_stats(self) -> None:
         """Zero the counters and clear the request log (gauges such as `in_flight` remain)."""
@@ -437,8 +521,12 @@ class MockOpenAIServer:
     ) -> bool:
         """Answer one request; return whether the connection may serve another."""
         started = time.monotonic()
+        wall_time = time.time()
         api = parse_request(
-            request.method.decode("ascii", "replace"), request.target.decode("latin-1"), body
+            request.method.decode("ascii", "replace"),
+            request.target.decode("latin-1"),
+            body,
+            self._limits,
         )
         number = next(self._numbers)
         stats = self._stats
@@ -446,9 +534,17 @@ class MockOpenAIServer:
         fault = self._next_fault(api.path)
         if fault is not None:
             stats._fault_applied(fault.name)
+        kind = None if fault is None else fault.kind
         outcome: list[int | None] = []
+        size_limit: str | None = None
 
-        def finish(status: int | None, prompt_tokens: int = 0) -> None:
+        def finish(
+            status: int | None,
+            prompt_tokens: int = 0,
+            *,
+            closed: bool = False,
+            chunks: int | None = None,
+        ) -> None:
             # Runs before the last byte goes out, so that a client that has its answer also
             # sees it counted.
             outcome.append(status)
@@ -463,58 +559,123 @@ class MockOpenAIServer:
                 started=started,
                 duration=time.monotonic() - started,
                 fault=None if fault is None else fault.name,
+                wall_time=wall_time,
+                prompt_tokens=api.prompt_tokens,
+                size_limit=size_limit,
+                client_closed=closed,
+                chunks_sent=chunks,
             )
             with stats._lock:
                 self._records.append(record)
-            stats._request_finished(status, prompt_tokens)
+            stats._request_finished(status, prompt_tokens, size_limit is not None, closed)
 
         try:
             delay = self._base_delay()
-            if fault is not None and fault.kind == "latency":
+            if fault is not None and kind == "latency":
                 delay += fault.seconds
             if delay > 0 and not await _pause(sock, delay):
+                finish(None, closed=True)
                 return False
-            if fault is not None and fault.kind == "hang":
-                await _pause(sock, math.inf)
+            if kind == "hang":
+                if not await _pause(sock, math.inf):
+                    finish(None, closed=True)
                 return False
-            if fault is not None and fault.kind == "respond":
+            if fault is not None and kind == "respond":
                 reply = Reply(fault.status_code, header_block(fault.headers), fault.body)
             else:
-                try:
-                    reply = self._answer(api, request, number)
-                except Exception as exc:
-                    # A bug here must reach the test as a failure, not as a silent hang.
-                    logger.exception("mock server: failed to answer %s %s", api.method, api.path)
-                    reply = error_reply(500, f"mock server bug: {exc!r}", "server_error")
-            wire, keep_alive = _frame(
+                reply = self._answer(api, request, number, fault)
+                if reply is api.error:
+                    size_limit = api.size_limit
+            if self._echo_authorization and reply.status >= 400:
+                authorization = next((v for k, v in request.headers if k == b"authorization"), b"")
+                reply = _echo_authorization(reply, authorization.decode("latin-1"))
+            wire = _frame(
                 reply, keep_alive, request.http_version == b"1.1", request.method != b"HEAD"
             )
+            streamed = reply.chunks is not None
 
-            if fault is not None and fault.kind == "reset":
-                data = b"".join(wire)[: fault.after_bytes]
-                finish(None)
+            if fault is not None and kind == "reset":
+                if fault.after_chunks is None:
+                    data = wire.joined()[: fault.after_bytes]
+                    sent = wire.chunks_within(len(data)) if streamed else None
+                else:
+                    sent = min(fault.after_chunks, len(wire.chunks))
+                    data = wire.head + b"".join(wire.chunks[:sent])
+                    sent = sent if streamed else None
+                finish(None, chunks=sent)
                 if data:
                     await _send_all(sock, data)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
                 return False
-            if fault is not None and fault.kind == "drip":
-                data = b"".join(wire)
+            if fault is not None and kind == "drip":
+                data = wire.joined()
                 for i in range(len(data)):
                     if i:
                         await anyio.sleep(fault.seconds)
                     if i == len(data) - 1:
-                        finish(reply.status, reply.prompt_tokens)
+                        finish(reply.status, reply.prompt_tokens, chunks=_count(wire, streamed))
                     await _send_all(sock, data[i : i + 1])
-                return keep_alive
-            finish(reply.status, reply.prompt_tokens)
-            for piece in wire:
-                await _send_all(sock, piece)
-            return keep_alive
+                return wire.keep_alive
+            if fault is not None and kind == "stall":
+                # A non-streamed body is one chunk, and it always stays behind.
+                count = min(fault.after_chunks or 0, len(wire.chunks)) if streamed else 0
+                delivered = await self._send_paced(sock, wire, count, 0.0)
+                closed = delivered < count or not await _pause(sock, math.inf)
+                if closed:
+                    finish(None, closed=True, chunks=delivered if streamed else None)
+                return False
+            interval = fault.seconds if fault is not None and kind == "slow_chunks" else 0.0
+            if streamed and not interval:
+                interval = self._chunk_interval
+            if interval:
+                total = len(wire.chunks)
+                # Without a terminator the last chunk is the last byte: it is counted first.
+                last = total if wire.tail else max(0, total - 1)
+                delivered = await self._send_paced(sock, wire, last, interval)
+                complete = delivered == last
+                if complete and last < total:
+                    complete = await _pause(sock, interval)
+                if not complete:
+                    finish(None, closed=True, chunks=delivered if streamed else None)
+                    return False
+                finish(reply.status, reply.prompt_tokens, chunks=_count(wire, streamed))
+                await _send_all(sock, b"".join(wire.chunks[last:]) + wire.tail)
+                return wire.keep_alive
+            finish(reply.status, reply.prompt_tokens, chunks=_count(wire, streamed))
+            if not streamed:
+                await _send_all(sock, wire.joined())
+                return wire.keep_alive
+            for piece in (wire.head, *wire.chunks, wire.tail):
+                if piece:
+                    await _send_all(sock, piece)
+            return wire.keep_alive
         finally:
             if not outcome:
                 finish(None)
 
-    def _answer(self, api: ApiRequest, request: h11.Request, number: int) -> Reply:
+    async def _send_paced(
+        self, sock: socket.socket, wire: _Wire, count: int, interval: float
+    ) -> int:
+        """Send the head and the first `count` chunks, pausing `interval` before each chunk.
+
+        Returns:
+            The chunks delivered: fewer than `count` when the client closed the connection.
+        """
+        delivered = 0
+        try:
+            await _send_all(sock, wire.head)
+            for chunk in wire.chunks[:count]:
+                if interval and not await _pause(sock, interval):
+                    break
+                await _send_all(sock, chunk)
+                delivered += 1
+        except OSError:
+            pass  # the client went away: what was delivered says how far it got
+        return delivered
+
+    def _answer(
+        self, api: ApiRequest, request: h11.Request, number: int, fault: Fault | None
+    ) -> Reply:
         if self._auth is not None:
             given = next((v for k, v in request.headers if k == b"authorization"), None)
             if given != self._auth:
@@ -534,41 +695,85 @@ class MockOpenAIServer:
                 f"Invalid input: the request contains the poison marker {marker!r}.",
                 "invalid_request_error",
                 None,
-                "input" if api.endpoint == "embeddings" else "messages",
+                "messages" if api.endpoint == "chat" else "input",
             )
-        if self._limiter is not None and api.endpoint in ("embeddings", "chat"):
+        if self._limiter is not None and api.endpoint in ("embeddings", "chat", "responses"):
             refusal = self._limiter.acquire(time.monotonic(), api.prompt_tokens)
             if refusal is not None:
                 return _rate_limited(refusal, api.model)
-        return respond(api, number)
+        if fault is None or fault.kind != "alter":
+            return respond(api, number)
+        try:
+            return respond(api, number, fault.defect, fault.at)
+        except ValueError as exc:
+            # A fault scripted for the wrong endpoint: say so to the test, loudly.
+            logger.error("mock server: %s", exc)
+            return error_reply(500, f"mock server: {exc}", "server_error")
 
 
-def _frame(
-    reply: Reply, keep_alive: bool, chunked: bool, with_body: bool = True
-) -> tuple[list[bytes], bool]:
-    """Frame `reply` as HTTP/1.1 bytes, one element per write (a streamed event, or all of it).
+@dataclass(slots=True)
+class _Wire:
+    """A reply framed as HTTP/1.1: the head, the body chunks (one per streamed event, or the
+    whole body), the end of a chunked stream, and whether the connection may be reused."""
 
-    Returns:
-        The writes, and whether the connection may serve another request afterwards.
-    """
+    head: bytes
+    chunks: list[bytes]
+    tail: bytes
+    keep_alive: bool
+
+    def joined(self) -> bytes:
+        return b"".join((self.head, *self.chunks, self.tail))
+
+    def chunks_within(self, size: int) -> int:
+        """How many whole chunks the first `size` bytes hold."""
+        end, count = len(self.head), 0
+        for chunk in self.chunks:
+            end += len(chunk)
+            if end > size:
+                break
+            count += 1
+        return count
+
+
+def _count(wire: _Wire, streamed: bool) -> int | None:
+    return len(wire.chunks) if streamed else None
+
+
+def _frame(reply: Reply, keep_alive: bool, chunked: bool, with_body: bool = True) -> _Wire:
+    """Frame `reply` as HTTP/1.1 bytes."""
     head = _STATUS_LINES.get(reply.status) or _status_line(reply.status)
     headers = reply.headers
     if reply.chunks is None:
         close = b"" if keep_alive else b"connection: close\r\n"
         length = b"content-length: %d\r\n\r\n" % len(reply.body)
-        body = reply.body if with_body else b""
-        return [b"".join((head, headers, close, length, body))], keep_alive
+        body = [reply.body] if with_body and reply.body else []
+        return _Wire(b"".join((head, headers, close, length)), body, b"", keep_alive)
     if not with_body:
-        return [b"".join((head, headers, b"connection: close\r\n\r\n"))], False
+        return _Wire(b"".join((head, headers, b"connection: close\r\n\r\n")), [], b"", False)
+    events = [chunk for chunk in reply.chunks if chunk]
     if not chunked:
         # HTTP/1.0 has no chunked encoding: the end of the stream is the end of the connection.
         start = b"".join((head, headers, b"connection: close\r\n\r\n"))
-        return [start, *reply.chunks], False
+        return _Wire(start, events, b"", False)
     close = b"" if keep_alive else b"connection: close\r\n"
-    wire = [b"".join((head, headers, close, b"transfer-encoding: chunked\r\n\r\n"))]
-    wire.extend(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in reply.chunks if chunk)
-    wire.append(b"0\r\n\r\n")
-    return wire, keep_alive
+    start = b"".join((head, headers, close, b"transfer-encoding: chunked\r\n\r\n"))
+    framed = [b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in events]
+    return _Wire(start, framed, b"0\r\n\r\n", keep_alive)
+
+
+def _echo_authorization(reply: Reply, authorization: str) -> Reply:
+    """Write the request's Authorization header into an error's message, as leaky proxies do."""
+    note = f" [proxy: upstream request failed; request headers: Authorization: {authorization}]"
+    body = reply.body + note.encode()
+    with contextlib.suppress(ValueError):
+        document = json.loads(reply.body)
+        holder = document.get("error") if isinstance(document, dict) else None
+        if not isinstance(holder, dict):
+            holder = document  # TEI-style: the message at the top level
+        if isinstance(holder, dict) and isinstance(holder.get("message"), str):
+            holder["message"] += note
+            body = json.dumps(document).encode()
+    return Reply(reply.status, reply.headers, body, reply.chunks, reply.prompt_tokens)
 
 
 def _status_line(status: int) -> bytes:
@@ -593,9 +798,8 @@ def _next_cycle(conn: h11.Connection) -> h11.Connection:
 async def _bad_request(sock: socket.socket, exc: h11.RemoteProtocolError) -> None:
     status = exc.error_status_hint
     reply = error_reply(status, f"Malformed HTTP request: {exc}")
-    wire, _ = _frame(reply, False, True)
     with contextlib.suppress(OSError):
-        await _send_all(sock, wire[0])
+        await _send_all(sock, _frame(reply, False, True).joined())
 
 
 def _rate_limited(refusal: RateLimited, model: str | None) -> Reply:

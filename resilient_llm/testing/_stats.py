@@ -8,6 +8,7 @@ never sees a dict change size under it and needs no lock for a single field.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 
 
@@ -28,6 +29,19 @@ class RequestRecord:
         started: `time.monotonic()` when the request had been read.
         duration: Seconds from `started` to the response (or to giving up on it).
         fault: Name of the injected fault, or None.
+        wall_time: `time.time()` when the request had been read (for comparing with logs and
+            with other processes).
+        prompt_tokens: The server's estimate of the prompt tokens the request asks for,
+            whatever its outcome (what a token rate limit counts).
+        size_limit: Which size limit refused the request: ``"inputs"`` (too many embedding
+            inputs), ``"bytes"`` (body too large), ``"input_tokens"`` (an input over the
+            context) or ``"request_tokens"`` (over the tokens per request); None otherwise.
+        client_closed: The client closed the connection before the response was complete
+            (it gave up on a slow or hung answer, or stopped reading a stream). A stream sent
+            at full speed is usually all in the socket buffers before a client can stop
+            reading: pace it (``stream_chunk_interval``, `Fault.slow_chunks`) to see the close.
+        chunks_sent: For a streamed answer, the events written before it ended or broke;
+            None for a non-streamed answer.
     """
 
     path: str
@@ -40,6 +54,11 @@ class RequestRecord:
     started: float
     duration: float
     fault: str | None
+    wall_time: float = 0.0
+    prompt_tokens: int = 0
+    size_limit: str | None = None
+    client_closed: bool = False
+    chunks_sent: int | None = None
 
 
 @dataclass
@@ -57,6 +76,9 @@ class ServerStats:
             asynchronously, so poll this one).
         faults_injected: Faults applied, by `Fault.name`.
         prompt_tokens: Prompt tokens billed in successful embedding and chat responses.
+        size_refusals: Requests refused for their size (see `RequestRecord.size_limit`).
+        client_disconnects: Requests whose client closed the connection before the response
+            was complete (see `RequestRecord.client_closed`).
     """
 
     total_requests: int = 0
@@ -68,6 +90,8 @@ class ServerStats:
     open_connections: int = 0
     faults_injected: dict[str, int] = field(default_factory=dict)
     prompt_tokens: int = 0
+    size_refusals: int = 0
+    client_disconnects: int = 0
 
     def __post_init__(self) -> None:
         # Not a field: `dataclasses.asdict`, `replace` and `==` see only the counters.
@@ -92,6 +116,8 @@ class ServerStats:
             self.connections_opened = 0
             self.faults_injected = {}
             self.prompt_tokens = 0
+            self.size_refusals = 0
+            self.client_disconnects = 0
 
     def _connection_opened(self) -> None:
         with self._lock:
@@ -118,11 +144,44 @@ class ServerStats:
             by_fault[name] = by_fault.get(name, 0) + 1
             self.faults_injected = by_fault
 
-    def _request_finished(self, status: int | None, prompt_tokens: int) -> None:
+    def _request_finished(
+        self, status: int | None, prompt_tokens: int, size_refused: bool, client_closed: bool
+    ) -> None:
         with self._lock:
             self.in_flight -= 1
+            self.size_refusals += size_refused
+            self.client_disconnects += client_closed
             if status is not None:
                 by_status = dict(self.responses_by_status)
                 by_status[status] = by_status.get(status, 0) + 1
                 self.responses_by_status = by_status
             self.prompt_tokens += prompt_tokens
+
+
+def max_in_window(events: Iterable[tuple[float, int]], seconds: float) -> int:
+    """The largest total weight of events that fit in any window of `seconds`.
+
+    A window holds the events stamped in ``[t, t + seconds)``: two events exactly `seconds`
+    apart never share one, as with a sliding rate-limit window of that length.
+
+    Args:
+        events: ``(timestamp, weight)`` pairs, in any order.
+        seconds: Window length, > 0.
+
+    Returns:
+        The maximum total weight (0 without events).
+
+    Raises:
+        ValueError: If `seconds` is not positive.
+    """
+    if not seconds > 0:
+        raise ValueError(f"seconds must be > 0, got {seconds!r}")
+    ordered = sorted(events)
+    best = total = left = 0
+    for stamp, weight in ordered:
+        total += weight
+        while stamp - ordered[left][0] >= seconds:
+            total -= ordered[left][1]
+            left += 1
+        best = max(best, total)
+    return best

@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from resilient_llm.testing._cli import parse_latency, run_mock_server_cli
+from resilient_llm.testing import MockOpenAIServer
+from resilient_llm.testing._cli import parse_latency, run_mock_server_cli, server_options
 
 
 @pytest.mark.parametrize(
@@ -100,3 +101,53 @@ def test_serves_until_ctrl_c_then_exits_0() -> None:
     assert proc.returncode == 0, err
     assert "served 1 requests (400: 1)" in err
     assert "Traceback" not in err
+
+
+def test_new_options_reach_the_server() -> None:
+    options = server_options(
+        [
+            "--max-inputs-per-request", "32",
+            "--max-request-bytes", "2000000",
+            "--max-input-tokens", "512",
+            "--size-limit-style", "tei",
+            "--echo-authorization",
+            "--stream-chunk-interval", "50ms",
+        ]
+    )  # fmt: skip
+    assert options["max_inputs_per_request"] == 32
+    assert options["max_request_bytes"] == 2_000_000
+    assert options["max_input_tokens"] == 512
+    assert options["size_limit_style"] == "tei"
+    assert options["echo_authorization"] is True
+    assert options["stream_chunk_interval"] == pytest.approx(0.05)
+    server = MockOpenAIServer(**{**options, "port": 0})  # every option is one the server takes
+    with server:
+        assert server.running
+    defaults = server_options([])
+    assert defaults["size_limit_style"] == "openai"
+    assert (defaults["max_inputs_per_request"], defaults["echo_authorization"]) == (None, False)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max-inputs-per-request", "0"], "expected an integer >= 1"),
+        (["--size-limit-style", "nginx"], "invalid choice"),
+        (["--stream-chunk-interval", "soon"], "not a duration"),
+    ],
+)
+def test_new_options_are_checked(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        server_options(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_style_without_that_limit_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_mock_server_cli(
+        ["--port", "0", "--size-limit-style", "vllm", "--max-inputs-per-request", "8"]
+    )
+    assert code == 1
+    assert "no counterpart in a 'vllm' server" in capsys.readouterr().err

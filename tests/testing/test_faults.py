@@ -171,6 +171,8 @@ def test_hang_outlasts_the_client_timeout(
         time.sleep(0.01)
     assert mock_openai.stats.in_flight == 0
     assert mock_openai.requests[0].status is None
+    assert mock_openai.requests[0].client_closed
+    assert mock_openai.stats.client_disconnects == 1
     assert mock_openai.stats.responses_by_status == {}
 
 

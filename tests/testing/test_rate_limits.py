@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -10,6 +11,7 @@ import pytest
 
 from resilient_llm.testing import MockOpenAIServer
 from resilient_llm.testing._ratelimit import RateLimited, SlidingWindowLimiter
+from resilient_llm.testing._stats import max_in_window
 
 ServerFactory = Callable[..., MockOpenAIServer]
 ClientFactory = Callable[..., openai.OpenAI]
@@ -134,3 +136,59 @@ def test_invalid_rate_limit_options() -> None:
         MockOpenAIServer(rpm=0)
     with pytest.raises(ValueError, match="rate_window"):
         MockOpenAIServer(rpm=1, rate_window=0)
+
+
+# ------------------------------------------------------------------------------ window evidence
+
+
+@pytest.mark.parametrize(
+    ("events", "seconds", "expected"),
+    [
+        ([], 1.0, 0),
+        ([(0.0, 1)], 1.0, 1),
+        ([(0.0, 1), (0.5, 1), (0.99, 1), (1.0, 1)], 1.0, 3),  # 1.0 starts a new window
+        ([(3.0, 1), (0.0, 1), (2.5, 1), (2.9, 1)], 1.0, 3),  # any order
+        ([(0.0, 5), (0.9, 7), (1.5, 1), (1.6, 10)], 1.0, 18),  # weights: 0.9 + 1.5 + 1.6
+        ([(0.0, 5), (0.0, 5), (10.0, 1)], 0.001, 10),  # simultaneous arrivals share a window
+    ],
+)
+def test_max_in_window(events: list[tuple[float, int]], seconds: float, expected: int) -> None:
+    assert max_in_window(events, seconds) == expected
+
+
+def test_max_in_window_needs_a_positive_window() -> None:
+    with pytest.raises(ValueError, match="seconds must be > 0"):
+        max_in_window([(0.0, 1)], 0)
+
+
+def test_request_log_timestamps_and_window_counts(
+    make_client: ClientFactory, mock_openai_factory: ServerFactory
+) -> None:
+    server = mock_openai_factory(rpm=3, rate_window=60)
+    before = time.time()
+    with make_client(server) as client:
+        for _ in range(5):
+            with contextlib.suppress(openai.RateLimitError):
+                client.embeddings.create(input="abcd" * 10, model=EMBED)  # 10 tokens
+        time.sleep(1.0)
+        with contextlib.suppress(openai.RateLimitError):
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+            )
+    after = time.time()
+    records = server.requests
+    assert all(before <= r.wall_time <= after for r in records)
+    assert [r.started for r in records] == sorted(r.started for r in records)
+    assert all(
+        abs((r.wall_time - records[0].wall_time) - (r.started - records[0].started)) < 0.05
+        for r in records
+    )
+    assert [r.status for r in records] == [200, 200, 200, 429, 429, 429]
+    assert [r.prompt_tokens for r in records[:5]] == [10] * 5  # asked for, admitted or not
+    assert server.max_requests_in_window(60) == 6
+    assert server.max_requests_in_window(60, status=200) == 3  # never more than the budget
+    assert server.max_requests_in_window(0.9, path="/v1/embeddings") == 5
+    assert server.max_requests_in_window(0.9) == 5  # the chat request came 1 s later
+    assert server.max_requests_in_window(60, path="chat/completions") == 1
+    assert server.max_tokens_in_window(60, path="/v1/embeddings") == 50
+    assert server.max_tokens_in_window(60, path="/v1/embeddings", status=200) == 30
