@@ -3,7 +3,8 @@ the smaller size is kept for the rest of the job.
 
 The server is text-embeddings-inference's ``/v1/embeddings`` with ``--max-client-batch-size 32``
 (`TeiServer`): more inputs get 413 (TEI) or 422 (older TEI, proxies) with TEI's message
-``batch size N > maximum allowed batch size 32``.
+``batch size N > maximum allowed batch size 32``; the testing kit's own size limits (TEI's and
+Azure OpenAI's words) run the same job.
 
 Today: the 422 is split once into 100 + 100, then all 200 fail; the 413 is not split at all.
 """
@@ -15,6 +16,7 @@ import math
 import pytest
 
 from resilient_llm import BatchResult
+from resilient_llm.testing import MockOpenAIServer
 
 from ._public import DIMS, assert_outcomes, async_client, stat, sync_client, vector_of
 from ._servers import TeiServer
@@ -80,3 +82,28 @@ def test_the_smaller_size_is_kept_for_the_rest_of_the_job(status: int) -> None:
     with TeiServer(LIMIT, status, DIMS) as server, sync_client(server.base_url) as client:
         result = client.embed_batch(texts, batch_size=200, max_concurrency=2, dimensions=DIMS)
         check_adapted(result, texts, server, concurrency=2)
+
+
+KIT_STYLES = [pytest.param("tei", id="tei-413"), pytest.param("azure", id="azure-400")]
+
+
+@pytest.mark.parametrize("style", KIT_STYLES)
+def test_the_kits_size_limited_servers(style: str) -> None:
+    """The same job against the testing kit's size limits, refused in TEI's words (413) or
+    Azure OpenAI's ("Too many inputs. The max number of inputs is 32", 400); the server's own
+    log says what it refused."""
+    texts = [f"kit text {i}" for i in range(1_000)]
+    with (
+        MockOpenAIServer(max_inputs_per_request=LIMIT, size_limit_style=style) as server,
+        sync_client(server.base_url) as client,
+    ):
+        result = client.embed_batch(texts, batch_size=200, max_concurrency=2, dimensions=DIMS)
+        records = server.requests
+    assert_outcomes(result, texts, failed=(), value_of=vector_of(texts))
+    refused = [r for r in records if r.status != 200]
+    assert all(r.n_inputs > LIMIT for r in refused), [(r.n_inputs, r.status) for r in refused]
+    assert sum(r.n_inputs for r in records if r.status == 200) == len(texts)
+    assert len(refused) <= refused_bound(200, LIMIT, 2), len(refused)
+    size_limit = stat(result, "size_limit")
+    assert size_limit is not None, "stats.size_limit: the server's limit was not reported"
+    assert 1 <= size_limit <= LIMIT, size_limit
