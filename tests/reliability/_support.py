@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,19 +30,21 @@ from typing import Any
 import anyio
 import sniffio
 
+import resilient_llm
 from resilient_llm import (
     AsyncResilientClient,
     BatchResult,
     ResilientClient,
     RetryPolicy,
 )
-from resilient_llm.testing import embedding_vector
+from resilient_llm.testing import MockOpenAIServer, embedding_vector
 
 from ..conftest import TEST_KEY
 
 __all__ = [
     "FAST_RETRY",
     "HAS_PROC",
+    "InvalidResponse",
     "RUNTIME_THREAD_PREFIXES",
     "GarbageServer",
     "RemoteServer",
@@ -56,6 +58,8 @@ __all__ = [
     "error_chain_text",
     "open_sockets",
     "resources",
+    "server_answered",
+    "server_sent",
     "settle_resources",
     "settle_resources_async",
     "settle_tasks",
@@ -63,6 +67,18 @@ __all__ = [
 ]
 
 HAS_PROC = os.path.isdir("/proc/self/fd")
+
+
+def _public_error(name: str) -> type[Exception]:
+    """A public exception of SPEC §6, or a stand-in nothing raises while it does not exist yet
+    (so the tests that need it fail on their own assertions, not at import)."""
+    found = getattr(resilient_llm, name, None)
+    if isinstance(found, type) and issubclass(found, Exception):
+        return found
+    return type(name, (Exception,), {"__doc__": f"stand-in: resilient_llm.{name} is missing"})
+
+
+InvalidResponse = _public_error("InvalidResponse")
 
 # Quick back-off: scenarios test decisions, not patience.
 FAST_RETRY = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05)
@@ -177,14 +193,99 @@ async def settle_tasks(baseline: int, within: float = 3.0) -> int:
 # -- accounting --------------------------------------------------------------------------------
 
 
-def assert_accounted_once(result: BatchResult[Any], total: int) -> None:
-    """Every input index is a success or a failure, exactly once."""
-    succeeded = {index for index, _ in result.succeeded()}
+# Faults after which the server still computes the answer itself (it is only late or slow).
+SERVER_ANSWERED = (None, "latency", "drip")
+
+
+def server_answered(server: MockOpenAIServer, path: str = "/v1/embeddings") -> set[str]:
+    """Input texts of the requests to `path` that the server answered itself with a 200.
+
+    Needs a server made with ``record_texts=True`` (the suite's ``server`` fixture is).
+    """
+    records = [r for r in server.requests if r.path == path]
+    assert all(r.texts is not None for r in records), "the server does not record texts"
+    return {
+        text
+        for record in records
+        if record.status == 200 and record.fault in SERVER_ANSWERED
+        for text in record.texts or ()
+    }
+
+
+def server_sent(server: MockOpenAIServer, path: str = "/v1/embeddings") -> set[str]:
+    """Input texts of every request to `path` that reached the server, whatever the answer."""
+    return {text for r in server.requests if r.path == path for text in r.texts or ()}
+
+
+def assert_accounted_once(
+    result: BatchResult[Any],
+    inputs: Sequence[object],
+    *,
+    value_of: Callable[[int], object] | None = None,
+    server: MockOpenAIServer | None = None,
+    path: str = "/v1/embeddings",
+) -> None:
+    """Every input is a value or a failure record, exactly once.
+
+    Checked against the input list and, with `server`, against the server's request log;
+    never against the library's own ``succeeded()``. ``values[i]`` must be ``None`` exactly
+    where ``i`` failed (the suite's batches never produce a legitimate ``None``), equal to
+    ``value_of(i)`` where given; a text that succeeded must have been answered 200 by the
+    server itself (a canned answer is not a result), and a failure with ``attempts == 0``
+    must never have reached it. The library's counters must then agree with these counts.
+    """
+    total = len(inputs)
+    assert len(result.values) == total, f"{len(result.values)} values for {total} inputs"
     failed = [failure.index for failure in result.failures]
     assert len(failed) == len(set(failed)), "an index failed twice"
-    assert succeeded.isdisjoint(failed), "an index both succeeded and failed"
-    assert succeeded | set(failed) == set(range(total)), "an index is missing"
-    assert result.stats.succeeded + result.stats.failed == result.stats.total == total
+    failed_set = set(failed)
+    assert failed_set <= set(range(total)), f"failures outside the input: {failed_set}"
+    both = [i for i in failed_set if result.values[i] is not None]
+    assert not both, f"indices both failed and have a value: {both[:10]}"
+    neither = [i for i in range(total) if i not in failed_set and result.values[i] is None]
+    assert not neither, f"indices with neither a value nor a failure: {neither[:10]}"
+    if value_of is not None:
+        wrong = [
+            i
+            for i in range(total)
+            if i not in failed_set and not _same(result.values[i], value_of(i))
+        ]
+        assert not wrong, f"{len(wrong)} wrong values, first indices {wrong[:10]}"
+    if server is not None:
+        answered = server_answered(server, path)
+        unanswered = [
+            i
+            for i in range(total)
+            if i not in failed_set and isinstance(inputs[i], str) and inputs[i] not in answered
+        ]
+        assert not unanswered, f"values for texts the server never answered: {unanswered[:10]}"
+        sent = server_sent(server, path)
+        claimed_unsent = [
+            f.index
+            for f in result.failures
+            if f.attempts == 0 and isinstance(inputs[f.index], str) and inputs[f.index] in sent
+        ]
+        assert not claimed_unsent, f"failures with attempts=0 that were sent: {claimed_unsent}"
+    # Only now the library's own counters: they must agree with what was counted above.
+    stats = result.stats
+    assert (stats.total, stats.succeeded, stats.failed) == (
+        total,
+        total - len(failed_set),
+        len(failed_set),
+    ), stats
+
+
+def _same(value: object, expected: object) -> bool:
+    if isinstance(expected, list) and expected and isinstance(expected[0], float):
+        return (
+            isinstance(value, list)
+            and len(value) == len(expected)
+            and all(
+                isinstance(a, float) and abs(a - b) < 1e-6
+                for a, b in zip(value, expected, strict=True)
+            )
+        )
+    return value == expected
 
 
 def assert_vector(vector: Any, text: str, dims: int) -> None:

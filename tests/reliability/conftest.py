@@ -10,15 +10,20 @@
   short settle time. Async tests also compare task counts themselves (see ``_support``).
 - Tests hand figures to the report through the ``figures`` fixture (pytest's
   ``record_property``), which ``python -m tests.reliability`` collects.
+- The ``server`` fixture records input texts, so that accounting checks compare a batch's
+  results with what the server itself answered (``_support.assert_accounted_once``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
+from resilient_llm.testing import MockOpenAIServer
 
 from ._support import HAS_PROC, resources, settle_resources
 
@@ -26,12 +31,14 @@ FULL_ENV = "RESILIENT_LLM_FULL"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--run-slow",
-        action="store_true",
-        default=False,
-        help="run tests marked slow (full-size soak and outage); or set RESILIENT_LLM_FULL=1",
-    )
+    # tests/integrity declares the same switch; whichever conftest loads second keeps it.
+    with contextlib.suppress(ValueError):
+        parser.addoption(
+            "--run-slow",
+            action="store_true",
+            default=False,
+            help="run tests marked slow (full-size soak and outage); or set RESILIENT_LLM_FULL=1",
+        )
 
 
 def full_run(config: pytest.Config) -> bool:
@@ -46,6 +53,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def server() -> Iterator[MockOpenAIServer]:
+    """The loopback server, keeping every input text: checks compare results with its log."""
+    with MockOpenAIServer(record_texts=True) as running:
+        yield running
 
 
 @pytest.fixture

@@ -29,15 +29,16 @@ from resilient_llm import (
     DeadlineExceeded,
     InvalidInput,
     ResilientClient,
-    ResilientLLMError,
     RetryPolicy,
     Timeouts,
 )
-from resilient_llm.testing import Fault, MockOpenAIServer
+from resilient_llm.testing import Fault, MockOpenAIServer, chat_reply_text, embedding_vector
 
 from ..conftest import TEST_KEY
 from ._support import (
+    FAST_RETRY,
     GarbageServer,
+    InvalidResponse,
     assert_accounted_once,
     assert_vector,
     async_client,
@@ -57,17 +58,18 @@ NAN = math.nan
 
 
 class Bad:
-    """A bad item: what it is, the error names accepted, what the message must say."""
+    """A bad item: what it is, the one error type it must fail with, what the message says."""
 
-    def __init__(self, name: str, value: object, types: set[str], message: str) -> None:
+    def __init__(self, name: str, value: object, error: str, message: str) -> None:
         self.name = name
         self.value = value
-        self.types = types
+        self.error = error
         self.message = re.compile(message, re.IGNORECASE)
 
 
-INVALID = {"InvalidInput"}
-UNENCODABLE = {"InvalidInput", "UnicodeEncodeError"}
+# SPEC §6: a non-string, empty, blank or unencodable item fails alone with InvalidInput.
+INVALID = "InvalidInput"
+UNENCODABLE = INVALID
 BAD_ITEMS = [
     Bad("None", None, INVALID, "NoneType"),
     Bad("int", 42, INVALID, "int"),
@@ -105,21 +107,25 @@ def check_bad_batch(
     *,
     embeddings: bool,
 ) -> None:
-    assert_accounted_once(result, len(bad_at) + len(good_at))
+    total = len(bad_at) + len(good_at)
+    inputs = [bad_at[i].value if i in bad_at else good_at[i] for i in range(total)]
+
+    def value_of(index: int) -> object:
+        if embeddings:
+            return embedding_vector(good_at[index], DIMS)
+        return chat_reply_text(good_at[index])
+
+    path = "/v1/embeddings" if embeddings else "/v1/chat/completions"
+    assert_accounted_once(result, inputs, value_of=value_of, server=server, path=path)
     failed = {failure.index: failure for failure in result.failures}
     assert set(failed) == set(bad_at), result.summary(50)
     for index, failure in failed.items():
         bad = bad_at[index]
-        assert failure.error_type in bad.types, (bad.name, failure)
+        assert failure.error_type == bad.error, (bad.name, failure)
         assert bad.message.search(failure.message), (bad.name, failure.message)
-        assert failure.attempts <= 1
+        assert failure.attempts == 0, "a bad item is never sent"
         assert len(failure.preview) <= 200, "a preview must stay short"
         assert len(failure.message) <= 2100
-    for index, value in result.succeeded():
-        if embeddings:
-            assert_vector(value, good_at[index], DIMS)
-        else:
-            assert isinstance(value, str)
     # Bad items never reach the network; the good ones did.
     sent = [text for record in server.requests for text in (record.texts or ())]
     assert set(good_at.values()) <= set(sent)
@@ -208,8 +214,8 @@ SINGLE_ERRORS: dict[str, tuple[type[BaseException], str]] = {
     "bytes": (TypeError, "bytes"),
     "empty string": (InvalidInput, "empty"),
     "whitespace": (InvalidInput, "whitespace|empty"),
-    "lone high surrogate": (ValueError, "surrogate"),
-    "lone low surrogate": (ValueError, "surrogate"),
+    "lone high surrogate": (InvalidInput, "surrogate"),
+    "lone low surrogate": (InvalidInput, "surrogate"),
 }
 SINGLE = [pytest.param(bad, id=bad.name) for bad in BAD_ITEMS]
 
@@ -392,19 +398,9 @@ async def test_bad_options_fail_at_the_call_async(
 
 
 def test_bad_summary_batch_deadline_fails_clearly(server: MockOpenAIServer) -> None:
-    """A bad deadline for a summary batch either raises, or fails every item naming it."""
-    with sync_client(server.base_url) as client:
-        result: BatchResult[str] | ValueError
-        try:
-            result = client.summarize_batch(["a", "b"], deadline=NAN)
-        except ValueError as exc:
-            result = exc
-        if isinstance(result, ValueError):
-            assert "deadline" in str(result)
-        else:
-            assert_accounted_once(result, 2)
-            assert all("deadline" in failure.message for failure in result.failures)
-            assert len(result.failures) == 2
+    """A bad deadline for a summary batch is refused at the call, as for every other batch."""
+    with sync_client(server.base_url) as client, pytest.raises(ValueError, match="deadline"):
+        client.summarize_batch(["a", "b"], deadline=NAN)
     assert server.stats.total_requests == 0
 
 
@@ -534,31 +530,33 @@ def test_unknown_model(server: MockOpenAIServer, figures: Callable[..., None]) -
         server.reset_stats()
         texts = [f"t{i}" for i in range(50)]
         result = client.embed_batch(texts, model="unknown-model", batch_size=5, max_concurrency=2)
-        assert_accounted_once(result, 50)
+        assert_accounted_once(result, texts, server=server)
         assert {f.error_type for f in result.failures} == {"NotFoundError"}
         assert len(result.failures) == 50
         # The error names no input: no bisection, and the batch stops sending.
-        assert server.stats.total_requests <= 3
+        batch_requests = server.stats.total_requests
+        assert batch_requests <= 3
         summaries = client.summarize_batch(texts[:10], model="does-not-exist", max_concurrency=2)
-        assert_accounted_once(summaries, 10)
+        assert_accounted_once(summaries, texts[:10], server=server, path="/v1/chat/completions")
         assert {f.error_type for f in summaries.failures} == {"NotFoundError"}
     figures(
         section="bad_endpoint",
         case="unknown model",
         outcome="NotFoundError at once (1 request); a 50-item batch stops after "
-        f"{result.stats.requests} requests, all 50 recorded",
+        f"{batch_requests} requests (server), all 50 recorded",
     )
 
 
 @pytest.mark.anyio
 async def test_unknown_model_async(server: MockOpenAIServer, anyio_backend: str) -> None:
+    texts = [f"t{i}" for i in range(50)]
     async with async_client(server.base_url) as client:
         with pytest.raises(openai.NotFoundError):
             await client.embed("x", model="unknown-model")
         result = await client.embed_batch(
-            [f"t{i}" for i in range(50)], model="unknown-model", batch_size=5, max_concurrency=2
+            texts, model="unknown-model", batch_size=5, max_concurrency=2
         )
-    assert_accounted_once(result, 50)
+    assert_accounted_once(result, texts, server=server)
     assert {f.error_type for f in result.failures} == {"NotFoundError"}
     assert server.stats.total_requests <= 4
 
@@ -599,6 +597,19 @@ def _check_dead_end(error: BaseException, explains: str, elapsed: float) -> None
     assert elapsed < 5.0, "gave up too slowly"
 
 
+def _check_dead_end_failures(result: BatchResult[Any], url: str, explains: str) -> None:
+    """One outcome per item: an item that was sent fails with the SDK's connection error; one
+    the batch never sent, because it had found the server dead, with `ServerUnreachable`
+    naming the base URL (SPEC §6)."""
+    for failure in result.failures:
+        if failure.attempts == 0:
+            assert failure.error_type == "ServerUnreachable", failure
+            assert url in failure.message, failure.message
+        else:
+            assert failure.error_type == "APIConnectionError", failure
+            assert re.search(explains, failure.traceback, re.IGNORECASE), failure.traceback
+
+
 @pytest.mark.parametrize(("kind", "explains"), _dead_ends())
 def test_base_url_that_does_not_serve_http_sync(
     kind: str, explains: str, figures: Callable[..., None]
@@ -611,11 +622,12 @@ def test_base_url_that_does_not_serve_http_sync(
         with pytest.raises(openai.APIConnectionError):
             client.complete("x")
         started = time.monotonic()
-        result = client.embed_batch(["a", "b", "c", "d"], batch_size=1, max_concurrency=2)
+        texts = ["a", "b", "c", "d"]
+        result = client.embed_batch(texts, batch_size=1, max_concurrency=2)
         elapsed = time.monotonic() - started
-    assert_accounted_once(result, 4)
-    assert {f.error_type for f in result.failures} == {"APIConnectionError"}
-    assert all(re.search(explains, f.traceback, re.IGNORECASE) for f in result.failures)
+    assert_accounted_once(result, texts)
+    assert len(result.failures) == 4
+    _check_dead_end_failures(result, url, explains)
     assert elapsed < 5.0
     cause = caught.value.__cause__
     figures(
@@ -638,28 +650,35 @@ async def test_base_url_that_does_not_serve_http_async(
             with pytest.raises(openai.APIConnectionError) as caught:
                 await client.embed("x")
             _check_dead_end(caught.value, explains, time.monotonic() - started)
-            result = await client.embed_batch(["a", "b", "c"], batch_size=1, max_concurrency=2)
-    assert_accounted_once(result, 3)
-    assert {f.error_type for f in result.failures} == {"APIConnectionError"}
+            texts = ["a", "b", "c"]
+            result = await client.embed_batch(texts, batch_size=1, max_concurrency=2)
+    assert_accounted_once(result, texts)
+    assert len(result.failures) == 3
+    _check_dead_end_failures(result, url, explains)
     assert await settle_tasks(tasks_before) <= tasks_before
 
 
 def test_server_answering_html_instead_of_json(
     figures: Callable[..., None],
 ) -> None:
-    """Every answer is an HTML page (a captive portal): every item fails, clearly, none lost."""
+    """Every answer is an HTML page (a captive portal): a 200 that fails its checks is
+    `InvalidResponse`, retried like a 5xx (SPEC §6); every item fails with it, none lost."""
+    attempts = FAST_RETRY.max_attempts
+    texts = [f"t{i}" for i in range(10)]
     with MockOpenAIServer(fail_rate=1.0, random_faults=[Fault.html()]) as server:
         with sync_client(server.base_url) as client:
-            with pytest.raises(ResilientLLMError, match=r"(?i)json|html"):
+            with pytest.raises(InvalidResponse, match=r"(?i)json|html"):
                 client.embed("x")
-            result = client.embed_batch([f"t{i}" for i in range(10)], batch_size=2)
-        assert server.stats.total_requests == 6, "a 200 with HTML is not worth retrying"
-    assert_accounted_once(result, 10)
+            assert server.stats.total_requests == attempts
+            result = client.embed_batch(texts, batch_size=2)
+        assert server.stats.total_requests == attempts + 5 * attempts
+    assert_accounted_once(result, texts)
     assert len(result.failures) == 10
+    assert {f.error_type for f in result.failures} == {"InvalidResponse"}
     assert all(re.search("(?i)json|html", f.message) for f in result.failures)
     figures(
         section="bad_endpoint",
         case="server answers HTML (200) to embeddings",
         outcome=f"{result.failures[0].error_type}: {result.failures[0].message[:80]}; "
-        "10/10 recorded",
+        f"10/10 recorded after {attempts} attempts each",
     )
