@@ -14,7 +14,7 @@ import tenacity
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from ._batch.flow import BatchEnded
+from ._batch.flow import BatchEnded, ItemSink
 from ._batch.jobs import Job, MapJob
 from ._batch.programs import ItemCall, Reply
 from ._batch.results import BatchResult
@@ -423,28 +423,31 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
         limit = job.options.deadline_per_item
         started = anyio.current_time()
         deadline_at = None if limit is None else time.monotonic() + limit
+        sink = ItemSink(job.state)
+        error: BaseException | None = None
         async with slots.hold():
-            with scoped(deadline_at=deadline_at, sink=job.state):
+            with scoped(deadline_at=deadline_at, sink=sink):
                 try:
                     if limit is None:
                         value = await job.fn(call.item)
                     else:
                         with anyio.fail_after(limit):
                             value = await job.fn(call.item)
-                except TimeoutError as error:
-                    if isinstance(error, DeadlineExceeded) or limit is None:
-                        return Reply(error=error, attempts=1)
-                    exceeded = DeadlineExceeded(
-                        "map item",
-                        deadline=limit,
-                        elapsed=anyio.current_time() - started,
-                        attempts=1,
-                    )
-                    exceeded.__cause__ = error
-                    return Reply(error=exceeded, attempts=1)
-                except Exception as error:
-                    return Reply(error=error, attempts=1)
-        return Reply(value, attempts=1)
+                except TimeoutError as timeout:
+                    error = timeout
+                    if not isinstance(timeout, DeadlineExceeded) and limit is not None:
+                        error = DeadlineExceeded(
+                            "map item",
+                            deadline=limit,
+                            elapsed=anyio.current_time() - started,
+                            attempts=max(1, sink.requests),
+                        )
+                        error.__cause__ = timeout
+                except Exception as failure:
+                    error = failure
+        if error is not None:
+            return Reply(error=error, attempts=max(1, sink.requests))
+        return Reply(value, attempts=max(1, sink.requests))
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import tenacity
 from openai import OpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from ._batch.flow import BatchEnded
+from ._batch.flow import BatchEnded, ItemSink
 from ._batch.jobs import Job, MapJob
 from ._batch.programs import ItemCall, Reply
 from ._batch.results import BatchResult
@@ -465,14 +465,15 @@ class ResilientClient(ClientBase[OpenAI]):
             return Reply(error=BatchEnded(), attempts=0)
         limit = job.options.deadline_per_item
         deadline_at = None if limit is None else time.monotonic() + limit
-        with slots.hold(), scoped(deadline_at=deadline_at, sink=job.state):
+        sink = ItemSink(job.state)
+        with slots.hold(), scoped(deadline_at=deadline_at, sink=sink):
             try:
                 value = job.fn(call.item)
             except BatchCancelled:
                 raise
             except Exception as error:
-                return Reply(error=error, attempts=1)
-        return Reply(value, attempts=1)
+                return Reply(error=error, attempts=max(1, sink.requests))
+        return Reply(value, attempts=max(1, sink.requests))
 
     # -- lifecycle -----------------------------------------------------------------------
 

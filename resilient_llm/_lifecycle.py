@@ -38,6 +38,7 @@ anew in a child, so a fork while another thread held one cannot deadlock the chi
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import threading
@@ -340,6 +341,18 @@ class _LoopState:
             if slot.loop_is_gone():
                 slot.release()
 
+    def release_dead_soon(self) -> None:
+        """:meth:`release_dead` from a garbage collection: never waits on a lock this thread
+        may hold (the collection can start anywhere, inside our own code too)."""
+        if self.pid != os.getpid() or not self.lock.acquire(blocking=False):
+            return
+        try:
+            dead = [slot for slot in self.slots.values() if slot.loop_is_gone()]
+        finally:
+            self.lock.release()
+        for slot in dead:
+            slot.release()
+
     def on_collected(self) -> None:
         # The registry was dropped without aclose(): a live loop still closes its client itself.
         if self.pid != os.getpid():
@@ -531,6 +544,20 @@ class _TrioSlot(_LoopSlot[A]):
         self.keeper = None
 
 
+_loop_states: weakref.WeakSet[_LoopState] = weakref.WeakSet()
+
+
+def _release_dead_loops(phase: str, info: dict[str, int]) -> None:
+    # A loop closed without aclose() gives no sign; a garbage collection is the last chance to
+    # let its client and sockets go when no later call comes (and what frees them).
+    if phase == "start":
+        for state in list(_loop_states):
+            state.release_dead_soon()
+
+
+gc.callbacks.append(_release_dead_loops)
+
+
 class LoopClients(Generic[A]):
     """One client per running event loop (asyncio or trio), built by ``factory``."""
 
@@ -538,6 +565,7 @@ class LoopClients(Generic[A]):
         self._factory = factory
         self._state = _LoopState()
         _fork_aware.add(self._state)
+        _loop_states.add(self._state)
         weakref.finalize(self, self._state.on_collected)
 
     @property

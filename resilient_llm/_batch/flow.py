@@ -21,7 +21,14 @@ from .accounting import BatchAccountant
 from .planning import PlannedRequest
 from .results import BatchResult, ItemFailure
 
-__all__ = ["CONNECT_FAILURES_TO_GIVE_UP", "AdaptiveLimit", "BatchEnded", "BatchState", "Outcome"]
+__all__ = [
+    "CONNECT_FAILURES_TO_GIVE_UP",
+    "AdaptiveLimit",
+    "BatchEnded",
+    "BatchState",
+    "ItemSink",
+    "Outcome",
+]
 
 logger = logging.getLogger("resilient_llm")
 
@@ -37,6 +44,29 @@ CONNECT_FAILURES_TO_GIVE_UP = 3
 
 class BatchEnded(Exception):
     """Internal: the batch ended while this request waited to go out; it is not sent."""
+
+
+class ItemSink:
+    """What one ``map`` item's own calls report: counted for the item, then told to the batch."""
+
+    __slots__ = ("batch", "requests")
+
+    def __init__(self, batch: BatchState[Any]) -> None:
+        self.batch = batch
+        self.requests = 0
+
+    def sent(self) -> None:
+        self.batch.sent()
+        self.requests += 1
+
+    def refused(self, error: BaseException) -> None:
+        self.batch.refused(error)
+
+    def succeeded(self) -> None:
+        self.batch.succeeded()
+
+    def failed(self, error: BaseException, decision: Decision, attempt: int) -> None:
+        self.batch.failed(error, decision, attempt)
 
 
 class AdaptiveLimit:

@@ -121,6 +121,11 @@ class AsyncBatchStream(Generic[T]):
         self._task_group.cancel_scope.cancel()  # a no-op when everything has finished
         self._receive.close()
         self._job.progress.close()
+        if isinstance(exc, Exception):
+            # An error of the block itself (the user's iterable broke, their loop body raised)
+            # reaches the caller as it is, not wrapped in an ExceptionGroup of the workers.
+            await self._task_group.__aexit__(None, None, None)
+            return None
         return await self._task_group.__aexit__(exc_type, exc, traceback)
 
     def __aiter__(self) -> AsyncBatchStream[T]:
