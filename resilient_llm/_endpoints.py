@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import math
 import sys
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, cast
 
@@ -504,6 +505,16 @@ class TextAnswer:
 ChatAnswer = Literal["completion", "text", "stream"]
 
 
+@contextlib.contextmanager
+def _answer_parsed() -> Iterator[None]:
+    """The SDK parses a 200 answer itself and lets ``json.JSONDecodeError`` out when the body
+    is not JSON: that is an answer failing its checks, retried like a 5xx."""
+    try:
+        yield
+    except json.JSONDecodeError as exc:
+        raise InvalidResponse(f"the chat answer is not JSON ({exc}); is base_url right?") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class ChatCall:
     """One chat completion through the official method.
@@ -531,11 +542,13 @@ class ChatCall:
         return TextAnswer.of(completion) if self.answer == "text" else completion
 
     def send(self, official: Any) -> Any:
-        created = official.chat.completions.create(**self.params)
+        with _answer_parsed():
+            created = official.chat.completions.create(**self.params)
         return open_first(created) if self.answer == "stream" else self._read(created)
 
     async def asend(self, official: Any) -> Any:
-        created = await official.chat.completions.create(**self.params)
+        with _answer_parsed():
+            created = await official.chat.completions.create(**self.params)
         return await aopen_first(created) if self.answer == "stream" else self._read(created)
 
 

@@ -597,16 +597,24 @@ def _check_dead_end(error: BaseException, explains: str, elapsed: float) -> None
     assert elapsed < 5.0, "gave up too slowly"
 
 
-def _check_dead_end_failures(result: BatchResult[Any], url: str, explains: str) -> None:
-    """One outcome per item: an item that was sent fails with the SDK's connection error; one
-    the batch never sent, because it had found the server dead, with `ServerUnreachable`
-    naming the base URL (SPEC §6)."""
+def _check_dead_end_failures(
+    result: BatchResult[Any], url: str, explains: str, max_attempts: int
+) -> None:
+    """One outcome per item (SPEC §6): once the batch has found the server dead, an item not
+    sent yet, or whose retries that finding cut short, fails with `ServerUnreachable` naming
+    the base URL and chained to the connection error; only an item whose own attempts all ran
+    out before that fails with the SDK's connection error."""
+    if any(failure.error_type == "ServerUnreachable" for failure in result.failures):
+        assert result.stopped_by is not None
+        assert result.stopped_by.error_type == "ServerUnreachable"
     for failure in result.failures:
-        if failure.attempts == 0:
-            assert failure.error_type == "ServerUnreachable", failure
+        if failure.error_type == "ServerUnreachable":
             assert url in failure.message, failure.message
+            if failure.attempts:
+                assert re.search(explains, failure.traceback, re.IGNORECASE), failure.traceback
         else:
             assert failure.error_type == "APIConnectionError", failure
+            assert failure.attempts == max_attempts, failure
             assert re.search(explains, failure.traceback, re.IGNORECASE), failure.traceback
 
 
@@ -627,7 +635,7 @@ def test_base_url_that_does_not_serve_http_sync(
         elapsed = time.monotonic() - started
     assert_accounted_once(result, texts)
     assert len(result.failures) == 4
-    _check_dead_end_failures(result, url, explains)
+    _check_dead_end_failures(result, url, explains, client.retry.max_attempts)
     assert elapsed < 5.0
     cause = caught.value.__cause__
     figures(
@@ -654,7 +662,7 @@ async def test_base_url_that_does_not_serve_http_async(
             result = await client.embed_batch(texts, batch_size=1, max_concurrency=2)
     assert_accounted_once(result, texts)
     assert len(result.failures) == 3
-    _check_dead_end_failures(result, url, explains)
+    _check_dead_end_failures(result, url, explains, client.retry.max_attempts)
     assert await settle_tasks(tasks_before) <= tasks_before
 
 

@@ -12,7 +12,8 @@ endpoints (embeddings, chat completions) and check it:
   model, no quota: SPEC §6), which ends the batch: items not sent fail with that error
   (``attempts=0``, counted in ``stats.not_sent``) and ``result.stopped_by`` names it;
 - ``deadline``: ``DeadlineExceeded`` honoured within 0.5 s of the deadline;
-- ``deadline_fast``: the server asks to wait longer than the budget left: fails at once.
+- ``deadline_fast``: the server asks to wait longer than the budget left: fails at once (in a
+  batch, the requests held behind its Retry-After pause fail at once too, never sent).
 
 One expected outcome per cell: a row names one error type, never a choice of several. In a
 batch, every index is accounted for exactly once, checked against the inputs and the server's
@@ -218,6 +219,20 @@ def check_batch(
         assert stopped is not None, "result.stopped_by is not set"
         assert stopped.error_type == name, stopped
         return f"{len(failures)} {name} ({len(unsent)} unsent), {requests} req"
+    if row.expect == "deadline_fast":
+        # The server asked every caller to wait 10 s (Retry-After pauses the whole batch), and
+        # 5 s of deadline were left: the request that met the 429 and those held behind its
+        # pause fail at once with DeadlineExceeded, the held ones never sent; nothing waits.
+        assert {f.error_type for f in failures} == {"DeadlineExceeded"}, result.summary()
+        assert [f.attempts for f in failures].count(1) == 1, result.summary()
+        assert all(f.attempts in (0, 1) for f in failures), result.summary()
+        assert requests <= 1 + BATCH_CONCURRENCY, f"{requests} requests"
+        assert requests == len(failures) - result.stats.not_sent + result.stats.succeeded
+        assert elapsed <= SLACK, f"batch took {elapsed:.2f} s"
+        return (
+            f"{result.stats.succeeded} ok, 1 DeadlineExceeded + {result.stats.not_sent} held "
+            f"back unsent, batch {elapsed:.2f} s"
+        )
     assert len(failures) == 1, result.summary()
     failure = failures[0]
     if row.expect == "fails":
