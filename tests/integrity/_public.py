@@ -1,9 +1,6 @@
 """What the integrity tests share: the public names under test, clients, the server's record.
 
-Only public names of ``resilient_llm`` are used. Names that SPEC §6 adds (``InvalidResponse``,
-``ServerUnreachable``) may not exist yet: a stand-in exception class takes their place so that
-the module imports and every test that needs them fails on its own assertion, saying which
-name is missing, instead of the whole package failing to collect.
+Only public names of ``resilient_llm`` are used.
 """
 
 from __future__ import annotations
@@ -18,8 +15,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import resilient_llm
-from resilient_llm import AsyncResilientClient, BatchResult, ResilientClient, RetryPolicy
+from resilient_llm import (
+    AsyncResilientClient,
+    BatchResult,
+    InvalidResponse,
+    ResilientClient,
+    RetryPolicy,
+    ServerUnreachable,
+)
 from resilient_llm.testing import MockOpenAIServer, embedding_vector
 
 __all__ = [
@@ -48,19 +51,6 @@ DIMS = 8
 KEY = "sk-integrity-0123456789abcdef"
 # Quick back-off: these tests check decisions, not patience.
 FAST = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05)
-
-
-def _public(name: str) -> type[Exception]:
-    found = getattr(resilient_llm, name, None)
-    if isinstance(found, type) and issubclass(found, Exception):
-        return found
-    # Nothing the library raises is an instance of this, so `pytest.raises` lets the real error
-    # through and `isinstance` checks fail: the test reports what the library did instead.
-    return type(name, (Exception,), {"__doc__": f"stand-in: resilient_llm.{name} is missing"})
-
-
-InvalidResponse = _public("InvalidResponse")
-ServerUnreachable = _public("ServerUnreachable")
 
 
 def sync_client(base_url: str, **kwargs: Any) -> ResilientClient:
