@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from .._config import MAX_SECONDS
 
-__all__ = ["NEVER", "Bucket", "Budget", "check_pause"]
+__all__ = ["NEVER", "Bucket", "Budget", "BudgetSettings", "check_pause"]
 
 # "No booking yet" and "not paused": earlier than any clock reading of any clock.
 NEVER = -math.inf
@@ -210,3 +210,24 @@ def check_pause(seconds: object) -> float:
             f"seconds must be a finite number between 0 and {MAX_SECONDS:,.0f}, got {seconds!r}"
         )
     return number
+
+
+class BudgetSettings:
+    """The budget a limiter was given, as read-only properties (every limiter has them)."""
+
+    _budget: Budget
+
+    @property
+    def requests_per_minute(self) -> float | None:
+        """The request budget per minute, or ``None``."""
+        return self._budget.requests_per_minute
+
+    @property
+    def tokens_per_minute(self) -> float | None:
+        """The token budget per minute, or ``None``."""
+        return self._budget.tokens_per_minute
+
+    @property
+    def window(self) -> float:
+        """Seconds over which the budget is counted."""
+        return self._budget.window

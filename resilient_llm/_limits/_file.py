@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from ._budget import NEVER, Budget, check_pause
+from ._budget import NEVER, Budget, BudgetSettings, check_pause
 from ._fork import after_fork
 
 __all__ = ["FileRateLimiter"]
@@ -48,7 +48,7 @@ def _stored(value: Any) -> float:
     return NEVER if value is None else float(value)
 
 
-class FileRateLimiter:
+class FileRateLimiter(BudgetSettings):
     """Requests-per-minute and tokens-per-minute budgets shared by every process of a machine.
 
     Give every worker (gunicorn/uvicorn workers, multiprocessing pools, cron jobs) the same
@@ -96,21 +96,6 @@ class FileRateLimiter:
         with self._lock:
             self._connection()  # a bad path fails here, not at the first request
         after_fork(self)
-
-    @property
-    def requests_per_minute(self) -> float | None:
-        """The request budget per minute, or ``None``."""
-        return self._budget.requests_per_minute
-
-    @property
-    def tokens_per_minute(self) -> float | None:
-        """The token budget per minute, or ``None``."""
-        return self._budget.tokens_per_minute
-
-    @property
-    def window(self) -> float:
-        """Seconds over which the budget is counted."""
-        return self._budget.window
 
     def reserve(self, tokens: int = 0) -> float:
         """Book one request of ``tokens`` tokens now, for every process that shares the file.

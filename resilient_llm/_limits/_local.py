@@ -6,13 +6,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from ._budget import NEVER, Budget, check_pause
+from ._budget import NEVER, Budget, BudgetSettings, check_pause
 from ._fork import after_fork
 
 __all__ = ["LocalRateLimiter"]
 
 
-class LocalRateLimiter:
+class LocalRateLimiter(BudgetSettings):
     """Requests-per-minute and tokens-per-minute budgets for one process.
 
     Token buckets that may go into debt: :meth:`reserve` books at once and says how long to
@@ -54,21 +54,6 @@ class LocalRateLimiter:
         self._tats = (NEVER, NEVER)
         self._paused_until = NEVER
         after_fork(self)
-
-    @property
-    def requests_per_minute(self) -> float | None:
-        """The request budget per minute, or ``None``."""
-        return self._budget.requests_per_minute
-
-    @property
-    def tokens_per_minute(self) -> float | None:
-        """The token budget per minute, or ``None``."""
-        return self._budget.tokens_per_minute
-
-    @property
-    def window(self) -> float:
-        """Seconds over which the budget is counted."""
-        return self._budget.window
 
     def reserve(self, tokens: int = 0) -> float:
         """Book one request of ``tokens`` tokens now.

@@ -19,7 +19,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from .._lifecycle import LoopClients
-from ._budget import Bucket, Budget, check_pause
+from ._budget import Bucket, Budget, BudgetSettings, check_pause
 
 if TYPE_CHECKING:
     import redis
@@ -105,7 +105,7 @@ class _LoopRedis:
         await self.client.aclose()
 
 
-class RedisRateLimiter:
+class RedisRateLimiter(BudgetSettings):
     """Requests-per-minute and tokens-per-minute budgets shared through Redis.
 
     Give every worker on every machine the same Redis, ``key`` and budgets: together they stay
@@ -170,21 +170,6 @@ class RedisRateLimiter:
                 f"not {type(client_or_url).__name__}"
             )
         self._sync_script = None if self._sync is None else self._sync.register_script(LUA)
-
-    @property
-    def requests_per_minute(self) -> float | None:
-        """The request budget per minute, or ``None``."""
-        return self._budget.requests_per_minute
-
-    @property
-    def tokens_per_minute(self) -> float | None:
-        """The token budget per minute, or ``None``."""
-        return self._budget.tokens_per_minute
-
-    @property
-    def window(self) -> float:
-        """Seconds over which the budget is counted."""
-        return self._budget.window
 
     def reserve(self, tokens: int = 0) -> float:
         """Book one request of ``tokens`` tokens now, for every sharer of ``key``.
