@@ -1,100 +1,143 @@
-"""What the library's errors and log lines say to a person (issue 19, the library's rows)."""
+"""The one line a person reads for an error, and durations rounded for people."""
 
 from __future__ import annotations
 
-import logging
-import re
+import errno
 
-import openai
 import pytest
 
-from resilient_llm import DeadlineExceeded, ResilientClient, RetryPolicy
-from resilient_llm._messages import describe, seconds
-from resilient_llm.testing import Fault, MockOpenAIServer
+from resilient_llm import DeadlineExceeded, InvalidInput, ServerUnreachable
+from resilient_llm._messages import (
+    describe,
+    duration,
+    error_message,
+    one_line,
+    seconds,
+    server_message,
+)
+from resilient_llm._secrets import register
 
-from .conftest import TEST_KEY
+from .sdk_objects import connection_error, status_error
 
 
 @pytest.mark.parametrize(
     ("value", "text"),
     [
         (1.49997, "1.5 s"),
-        (4.99, "4.99 s"),
+        (4.9912, "4.99 s"),
         (30.0, "30 s"),
         (0.0123, "0.0123 s"),
         (0.0004, "0.0004 s"),
         (120.4, "120 s"),
-        (12345.6, "12,346 s"),
+        (1250.0, "1,250 s"),
     ],
 )
-def test_durations_are_rounded_for_people(value: float, text: str) -> None:
+def test_seconds(value: float, text: str) -> None:
     assert seconds(value) == text
 
 
-def test_the_message_itself_says_why_a_retry_after_ended_the_call(
-    server: MockOpenAIServer,
-) -> None:
-    server.script(Fault.status(429, retry_after=30))
-    client = ResilientClient(api_key=TEST_KEY, base_url=server.base_url, deadline=5)
-    with client, pytest.raises(DeadlineExceeded) as caught:
-        client.embed("hello")
-    message = str(caught.value)
-    assert "deadline of 5 s exceeded after 1 attempt" in message
-    assert re.search(
-        r"the server asked to wait 30 s and only (5|4\.\d+) s of the deadline were", message
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.004, "< 0.01 s"),
+        (0.0254, "0.03 s"),
+        (1.49997, "1.5 s"),
+        (12.345, "12.3 s"),
+        (99.94, "99.9 s"),
+        (125.0, "2 min 5 s"),
+        (7385.0, "2 h 3 min"),
+    ],
+)
+def test_duration(value: float, text: str) -> None:
+    assert duration(value) == text
+
+
+def test_an_os_error_reads_as_its_reason_and_file() -> None:
+    full = OSError(errno.ENOSPC, "No space left on device", "/data/out.jsonl")
+    assert describe(full) == "No space left on device: /data/out.jsonl"
+    denied = PermissionError(errno.EACCES, "Permission denied", "/sys/f.jsonl")
+    assert describe(denied) == "Permission denied: /sys/f.jsonl"
+    assert describe(OSError(errno.EFBIG, "File too large")) == "File too large"
+    moved = OSError(errno.EXDEV, "Invalid cross-device link", "a", None, "b")
+    assert describe(moved) == "Invalid cross-device link: a → b"
+    # An OSError of our own carries its message, not an errno.
+    unreachable = ServerUnreachable("http://127.0.0.1:9/v1", attempts=3)
+    assert describe(unreachable).startswith(
+        "ServerUnreachable: cannot reach the server at http://127.0.0.1:9/v1: 3 connection"
     )
-    assert isinstance(caught.value.__cause__, openai.RateLimitError)
 
 
-def test_a_deadline_is_written_as_people_write_it(server: MockOpenAIServer) -> None:
-    server.script(Fault.hang())
-    client = ResilientClient(api_key=TEST_KEY, base_url=server.base_url, deadline=1.5)
-    with client, pytest.raises(DeadlineExceeded) as caught:
-        client.embed("hello")
-    assert "deadline of 1.5 s" in str(caught.value)
-    assert "1.49" not in str(caught.value)
+def test_an_http_error_carries_the_servers_own_message_once() -> None:
+    error = status_error(
+        401, body={"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}}
+    )
+    assert "Error code: 401" in str(error)  # what openai says: the status twice, a repr
+    assert describe(error) == "AuthenticationError (HTTP 401): Incorrect API key provided."
+    assert error_message(error) == "Incorrect API key provided."
+    bare = status_error(404, body={})
+    assert describe(bare) == "NotFoundError (HTTP 404): {}"
 
 
-def test_retries_of_a_lambda_name_the_endpoint_it_reached(
-    server: MockOpenAIServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.WARNING, logger="resilient_llm")
-    server.script(Fault.status(503), path="/v1/models")
-    policy = RetryPolicy(base_delay=0.01, max_delay=0.01)
-    with ResilientClient(api_key=TEST_KEY, base_url=server.base_url, retry=policy) as client:
-        models = client.call(lambda official: official.models.list())
-
-        def list_models(official: openai.OpenAI) -> object:
-            return official.models.list()
-
-        server.script(Fault.status(503), path="/v1/models")
-        client.call(list_models)
-    assert models.data
-    lines = [record.getMessage() for record in caplog.records]
-    assert len(lines) == 2
-    assert lines[0].startswith("/v1/models: attempt 1 of 5 failed")
-    assert "<lambda>" not in lines[0]
-    assert "list_models: attempt 1 of 5 failed" in lines[1]
+def test_one_line_reads_a_failure_record_as_describe_reads_the_error() -> None:
+    error = status_error(429, body={"error": {"message": "Slow down.", "type": "requests"}})
+    recorded = one_line("RateLimitError", "Error code: 429 - Slow down.", status=429)
+    assert recorded == describe(error) == "RateLimitError (HTTP 429): Slow down."
+    assert (
+        one_line("InvalidInput", "expected str, got int") == "InvalidInput: expected str, got int"
+    )
+    assert one_line("MalformedLine", "") == "MalformedLine"
 
 
-def test_a_local_server_needs_no_key(
-    server: MockOpenAIServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with ResilientClient(base_url=server.base_url) as client:
-        assert client.embed("hello")
-    assert server.requests[0].path == "/v1/embeddings"
-    # OpenAI's own URL still needs one, as openai.OpenAI says.
-    with pytest.raises(openai.OpenAIError, match="api_key"):
-        ResilientClient()
-
-
-def test_describe_is_one_line_with_type_status_and_message() -> None:
-    from tests.sdk_objects import status_error
-
-    error = status_error(400, body={"error": {"message": "bad\n  input", "type": "x"}})
-    line = describe(error)
-    assert line.startswith("BadRequestError (HTTP 400): ")
+def test_lines_are_collapsed_cut_and_masked() -> None:
+    key = "plain-key-0123456789abcdef"
+    register(key)
+    error = InvalidInput(f"bad\n\n  input   {key} " + "x" * 500)
+    line = describe(error, limit=60)
     assert "\n" not in line
-    assert describe(ValueError("")) == "ValueError"
-    assert len(describe(ValueError("x" * 1000), limit=50)) < 80
+    assert key not in line
+    assert line.startswith("InvalidInput: bad input *** xxx")
+    assert len(line) == len("InvalidInput: ") + 60
+    assert line.endswith("…")
+
+
+def test_the_librarys_own_errors_keep_their_words() -> None:
+    error = DeadlineExceeded(
+        "embeddings",
+        deadline=5.0,
+        elapsed=0.0123,
+        attempts=1,
+        reason="HTTP 429; the server asked to wait 30 s and only 4.99 s of the deadline were left",
+    )
+    assert describe(error) == (
+        "DeadlineExceeded: embeddings: deadline of 5 s exceeded after 1 attempt in 0.0123 s: "
+        "HTTP 429; the server asked to wait 30 s and only 4.99 s of the deadline were left"
+    )
+    assert describe(connection_error()) == "APIConnectionError: Connection error."
+    assert describe(ValueError()) == "ValueError"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("Error code: 401 - Incorrect API key provided.", "Incorrect API key provided."),
+        (  # openai 2.x: the repr of the JSON body
+            "Error code: 401 - {'error': {'message': 'Incorrect API key provided.', "
+            "'type': 'invalid_request_error', 'code': 'invalid_api_key', 'param': None}}",
+            "Incorrect API key provided.",
+        ),
+        ("Error code: 401 - {'message': 'Bad key.'}", "Bad key."),
+        ("Error code: 401 - {'error': {'message': 'cut off… [9 more", None),
+        ("Error code: 401 - {__import__('os').getcwd()}", None),  # never evaluated
+        ("Error code: 401 - {'error': {'code': 'x'}}", None),
+        ("Error code: 4010 - other", None),
+        ("a message of its own", None),
+        ("Error code: 401", ""),
+    ],
+)
+def test_server_message(text: str, said: str | None) -> None:
+    expected = said if said is not None else text.removeprefix("Error code: 401 - ")
+    if text.startswith("Error code: 4010"):
+        expected = text
+    assert server_message(text, 401) == expected
+    line = one_line("AuthenticationError", text, status=401)
+    assert line == f"AuthenticationError (HTTP 401): {expected}".removesuffix(": ")

@@ -1,6 +1,6 @@
 """Files of the command line: reading input lines, resuming from an output file, writing JSONL.
 
-No printing and no network here; :mod:`resilient_llm.cli` decides what to say.
+No printing and no network here; :mod:`resilient_llm.cli.console` decides what to say.
 
 Input lines are JSONL (``{"id": ..., "text": ...}``) or plain text (one document a line, its id
 the 1-based line number), decided line by line: a line that starts with ``{`` must be a JSON
@@ -10,23 +10,23 @@ non-blank line is plain text.
 
 from __future__ import annotations
 
-import ipaddress
+import contextlib
+import errno
 import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit
 
 __all__ = [
     "Document",
     "JsonlWriter",
     "Malformed",
     "ResumeState",
+    "WriteFailed",
     "count_lines",
     "failures_path_for",
     "id_key",
-    "is_local_url",
     "parse_line",
     "scan_output",
 ]
@@ -134,19 +134,6 @@ def failures_path_for(output: Path) -> Path:
     return output.with_name(output.name + ".failures.jsonl")
 
 
-def is_local_url(url: str | None) -> bool:
-    """Whether ``url`` points at this machine (loopback), where servers rarely check API keys."""
-    if not url:
-        return False
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 # --- resuming -------------------------------------------------------------------------------
 
 _DECODER = json.JSONDecoder()
@@ -231,11 +218,30 @@ def scan_output(path: Path, *, repair: bool = True) -> ResumeState:
 # --- writing --------------------------------------------------------------------------------
 
 
-class JsonlWriter:
-    """Appends one JSON object per line, each line written whole and flushed at once.
+class WriteFailed(Exception):
+    """A line could not be written (disk full, file too large, I/O error); the file is whole.
 
-    Thread-safe. The file is opened on the first write (or by :meth:`open`), so a run without
-    failures leaves no failures file.
+    Attributes:
+        path: the file.
+        error: the ``OSError``.
+    """
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        if error.filename is None and error.strerror:
+            # A failed write(2) names no file; the person reading the message needs it.
+            error = OSError(error.errno, error.strerror, str(path))
+        super().__init__(f"cannot write {path}: {error}")
+        self.path = path
+        self.error = error
+
+
+class JsonlWriter:
+    """Appends one JSON object per line; each line reaches the OS whole, or not at all.
+
+    Unbuffered: a line is handed to the OS as soon as it is written, so a crash of the process
+    loses at most the line being written (resuming removes it). A line that fails half-way (a
+    full disk) is cut off again at once, so the file never holds a torn line while this process
+    runs. Thread-safe.
 
     Args:
         path: the file.
@@ -250,26 +256,39 @@ class JsonlWriter:
         self.written = 0
 
     def open(self) -> None:
-        """Open (and create) the file now.
+        """Open (and create) the file now, so a file that cannot be written fails before work.
 
         Raises:
             OSError: it cannot be opened for writing.
         """
         with self._lock:
-            self._open()
-
-    def _open(self) -> IO[bytes]:
-        if self._file is None:
-            self._file = self.path.open("wb" if self._truncate else "ab")
-        return self._file
+            if self._file is None:
+                self._file = self.path.open("wb" if self._truncate else "ab", buffering=0)
 
     def write(self, record: dict[str, object]) -> None:
+        """Append ``record`` as one line.
+
+        Raises:
+            WriteFailed: the line could not be written whole (it was removed again).
+        """
         data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
         with self._lock:
-            file = self._open()
-            file.write(data)
-            # One line at a time reaches the OS: a crash loses at most the line being written.
-            file.flush()
+            if self._file is None:
+                raise RuntimeError(f"{self.path} is not open")
+            file = self._file
+            start = file.tell()
+            try:
+                view = memoryview(data)
+                while view:
+                    # A raw write may take only part of the line (a disk that fills up).
+                    taken = file.write(view)
+                    if not taken:
+                        raise OSError(errno.EIO, "the file took no more bytes", str(self.path))
+                    view = view[taken:]
+            except OSError as exc:
+                with contextlib.suppress(OSError):  # resuming removes a torn last line too
+                    file.truncate(start)
+                raise WriteFailed(self.path, exc) from exc
             self.written += 1
 
     def close(self) -> None:
@@ -277,3 +296,13 @@ class JsonlWriter:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+    def remove_if_empty(self) -> None:
+        """Close, and remove the file when nothing was written (no failures, no failures file).
+
+        Raises:
+            OSError: it could not be removed.
+        """
+        self.close()
+        if self.written == 0 and self.path.exists() and self.path.stat().st_size == 0:
+            self.path.unlink()

@@ -3,84 +3,25 @@
 from __future__ import annotations
 
 import io
-import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
-from resilient_llm._cli_io import (
-    Document,
-    Malformed,
-    count_lines,
-    failures_path_for,
-    is_local_url,
-    parse_line,
-    scan_output,
-)
 from resilient_llm.cli import main
+from resilient_llm.cli.io import (
+    failures_path_for,
+)
 from resilient_llm.testing import Fault, MockOpenAIServer, embedding_vector
 
-from .conftest import TEST_KEY
+from ..conftest import TEST_KEY
+from ._helpers import assert_no_key, cli_env, docs, read_jsonl, run_cli, write_jsonl
 
 POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-
-
-# --- helpers ----------------------------------------------------------------------------------
-
-
-def write_jsonl(path: Path, records: Iterable[object]) -> Path:
-    with path.open("w", encoding="utf-8") as file:
-        for record in records:
-            file.write(record if isinstance(record, str) else json.dumps(record))
-            file.write("\n")
-    return path
-
-
-def read_jsonl(path: Path) -> list[dict[str, object]]:
-    if not path.exists():
-        return []
-    with path.open(encoding="utf-8") as file:
-        return [json.loads(line) for line in file]
-
-
-def docs(n: int, *, poison: Iterable[int] = ()) -> Iterator[dict[str, object]]:
-    bad = set(poison)
-    for i in range(n):
-        text = f"document {i} about {'POISON' if i in bad else 'apples'} and item {i * 7 % 13}"
-        yield {"id": f"d{i}", "text": text}
-
-
-def cli_env(*, key: str | None = TEST_KEY) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
-    env["PYTHONWARNINGS"] = "error"
-    if key is not None:
-        env["OPENAI_API_KEY"] = key
-    return env
-
-
-def run_cli(
-    *args: str, key: str | None = TEST_KEY, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "resilient_llm", *args],
-        env=cli_env(key=key),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def assert_no_key(*texts: str) -> None:
-    for text in texts:
-        assert TEST_KEY not in text
 
 
 # --- end to end, in a subprocess ---------------------------------------------------------------
@@ -377,70 +318,6 @@ def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert "resilient-llm" in out
     assert "--concurrency" in out
     assert "--dimensions" in out
-
-
-# --- the file helpers -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        (b'{"id": "x", "text": "hi"}\n', Document(4, "x", "hi")),
-        (b'{"id": 7, "text": "hi"}\r\n', Document(4, 7, "hi")),
-        (b'{"text": "no id"}', Document(4, 4, "no id")),
-        (b'{"id": null, "text": "null id"}', Document(4, 4, "null id")),
-        (b'{"id": "x", "text": 5}', Document(4, "x", 5)),
-        (b"plain text\n", Document(4, 4, "plain text")),
-        (b"[1, 2]\n", Document(4, 4, "[1, 2]")),
-        (b"  \t\n", None),
-        (b"", None),
-        (b'{"id": "x", "text": "hi"', Malformed(4, "invalid JSON: Expecting ',' delimiter")),
-        (b'{"id": "x"}', Malformed(4, 'JSON object without a "text" key', "x")),
-        (b'{"id": 1.5, "text": "t"}', Malformed(4, '"id" must be a string or an integer')),
-        (b'{"id": true, "text": "t"}', Malformed(4, '"id" must be a string or an integer')),
-        (b"\xff\xfe", Malformed(4, "not UTF-8")),
-    ],
-)
-def test_parse_line(raw: bytes, expected: Document | Malformed | None) -> None:
-    parsed = parse_line(raw, 4)
-    if isinstance(expected, Malformed):
-        assert isinstance(parsed, Malformed)
-        assert (parsed.line, parsed.id) == (expected.line, expected.id)
-        assert parsed.reason.startswith(expected.reason)
-    else:
-        assert parsed == expected
-
-
-def test_parse_line_drops_a_byte_order_mark_on_line_1() -> None:
-    assert parse_line(b'\xef\xbb\xbf{"id": 1, "text": "t"}\n', 1) == Document(1, 1, "t")
-
-
-def test_scan_output(tmp_path: Path) -> None:
-    path = tmp_path / "out.jsonl"
-    assert scan_output(path).done == set()
-    path.write_bytes(
-        b'{"id":"a","embedding":[1.0]}\n{"embedding": [2.0], "id": 3}\ngarbage\n\n{"id":"b","embe'
-    )
-    state = scan_output(path)
-    assert state.done == {'"a"', "3"}
-    assert (state.lines, state.unreadable) == (2, 1)
-    assert state.cut_bytes == len(b'{"id":"b","embe')
-    assert path.read_bytes().endswith(b"\n\n")
-
-
-def test_small_helpers(tmp_path: Path) -> None:
-    assert failures_path_for(Path("a/out.jsonl")) == Path("a/out.failures.jsonl")
-    assert failures_path_for(Path("out.txt")) == Path("out.txt.failures.jsonl")
-    assert is_local_url("http://127.0.0.1:4010/v1")
-    assert is_local_url("http://localhost:8000")
-    assert is_local_url("http://[::1]:80/v1")
-    assert not is_local_url("https://api.openai.com/v1")
-    assert not is_local_url(None)
-    path = tmp_path / "lines.txt"
-    path.write_bytes(b"a\nb\nc")
-    assert count_lines(path) == 3
-    path.write_bytes(b"a\nb\n")
-    assert count_lines(path) == 2
 
 
 def test_out_of_quota_stops_the_batch(

@@ -1,0 +1,238 @@
+"""The ``resilient-llm`` command line: batch jobs over files, the mock server, and a demo.
+
+::
+
+    resilient-llm embed IN -o OUT [options]       one {"id", "embedding"} line per input
+    resilient-llm summarize IN -o OUT [options]   one {"id", "summary"} line per input
+    resilient-llm mock-server [options]           the testing kit's loopback server
+    resilient-llm demo                            a batch against a misbehaving local server
+
+This module reads the arguments; :mod:`.job` runs a job over files, :mod:`.inputs` turns input
+lines into texts, :mod:`.io` reads and writes the files, :mod:`.console` says what happens on
+stderr, :mod:`.demo` is the demo and :mod:`.status` lists the exit statuses.
+
+Results are appended to OUT as they finish and failures to OUT's ``.failures.jsonl``; a re-run
+skips the ids already in OUT, so Ctrl-C, SIGTERM or a crash loses nothing. The command line is
+the only part of the library that prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .._config import MAX_BATCH_SIZE
+from .._version import __version__
+from .console import err
+from .demo import run_demo
+from .job import JobSettings, run_job
+from .status import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+
+__all__ = ["main"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _batch_size(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"at most {MAX_BATCH_SIZE} (the API's limit), got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _add_job_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "input",
+        metavar="IN",
+        help='input file: JSONL lines {"id": ..., "text": ...} or plain text (one document '
+        "a line, id = line number); - reads stdin",
+    )
+    parser.add_argument(
+        "-o", "--output", metavar="OUT", required=True, help="results file (JSONL, appended)"
+    )
+    parser.add_argument(
+        "--failures",
+        metavar="PATH",
+        help="failures file (default: OUT with .failures.jsonl, e.g. out.failures.jsonl)",
+    )
+    parser.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="skip ids already in OUT (default); --no-resume starts OUT afresh",
+    )
+    parser.add_argument("--model", metavar="NAME", help="model name (default: the library's)")
+    parser.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="OpenAI-compatible API (default: $OPENAI_BASE_URL, then OpenAI). The key is read "
+        'from $OPENAI_API_KEY only; a server of your own needs none (the placeholder "EMPTY" '
+        "is sent, as vLLM and Ollama expect)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=_positive_int,
+        default=8,
+        help="requests in flight (default: 8)",
+    )
+    parser.add_argument(
+        "--deadline",
+        metavar="SECONDS",
+        type=_positive_float,
+        default=120.0,
+        help="wall-clock seconds per request, retries included (default: 120)",
+    )
+    parser.add_argument(
+        "--rpm", metavar="N", type=_positive_int, help="client-side requests per minute"
+    )
+    parser.add_argument(
+        "--tpm", metavar="N", type=_positive_int, help="client-side tokens per minute"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="-v: one line per retry and per failed request; -vv: with tracebacks",
+    )
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resilient-llm",
+        description="Batch jobs against OpenAI (or a compatible server) that lose nothing: "
+        "results are written as they finish, failures are recorded with reasons, and a re-run "
+        "resumes where the last one stopped.",
+        epilog="Exit status: 0 all succeeded; 1 stopped early on an error every request or write "
+        "would meet (rejected key, unknown model, no quota, server unreachable, disk full); "
+        "2 usage error, nothing sent; 3 some inputs failed; 130 Ctrl-C; 143 SIGTERM.",
+    )
+    parser.add_argument("--version", action="version", version=f"resilient-llm {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    embed = commands.add_parser(
+        "embed",
+        help="embed every text of IN into OUT",
+        description='Embed every text of IN; write {"id", "embedding"} lines to OUT.',
+    )
+    _add_job_options(embed)
+    embed.add_argument(
+        "--batch-size",
+        metavar="N",
+        type=_batch_size,
+        help="inputs per request (default and cap: 2048)",
+    )
+    embed.add_argument(
+        "--dimensions", metavar="N", type=_positive_int, help="vector size (text-embedding-3)"
+    )
+    embed.add_argument(
+        "--too-long",
+        choices=("fail", "truncate"),
+        default="fail",
+        help="inputs over the model's token limit: fail them (default) or truncate them",
+    )
+
+    summarize = commands.add_parser(
+        "summarize",
+        help="summarise every text of IN into OUT",
+        description='Summarise every text of IN; write {"id", "summary"} lines to OUT.',
+    )
+    _add_job_options(summarize)
+    summarize.add_argument(
+        "--instructions", metavar="TEXT", help="replace the default summary instructions"
+    )
+    summarize.add_argument(
+        "--max-words", metavar="N", type=_positive_int, help="summary length bound"
+    )
+
+    commands.add_parser(
+        "mock-server",
+        help="run the testing kit's fault-injecting OpenAI server (see mock-server --help)",
+        add_help=False,
+    )
+    commands.add_parser(
+        "demo",
+        help="run batches against a local server that misbehaves on purpose (no key needed)",
+        description="Start the embedded mock server with faults switched on, run an embedding "
+        "batch and a summary batch through the library, and explain what happened. Exits 0 "
+        "when the accounting matches the faults that were injected.",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line.
+
+    Args:
+        argv: the arguments after the program name; ``None`` reads ``sys.argv[1:]``.
+
+    Returns:
+        The exit status (see :mod:`resilient_llm.cli.status`).
+    """
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "mock-server":
+        from ..testing._cli import run_mock_server_cli
+
+        return run_mock_server_cli(args_list[1:])
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:  # argparse: --help, --version, or a usage error
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        if args.command == "demo":
+            return run_demo()
+        return run_job(_settings(args))
+    except UsageError as exc:
+        err(f"resilient-llm {args.command}: {exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # before the job started, or during the demo: nothing to save
+        err(f"resilient-llm {args.command}: interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _settings(args: argparse.Namespace) -> JobSettings:
+    embed = args.command == "embed"
+    return JobSettings(
+        kind=args.command,
+        input=args.input,
+        output=Path(args.output),
+        failures=Path(args.failures) if args.failures else None,
+        resume=args.resume,
+        base_url=args.base_url or os.environ.get("OPENAI_BASE_URL") or None,
+        model=args.model,
+        concurrency=args.concurrency,
+        deadline=args.deadline,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        progress=not args.no_progress,
+        verbose=args.verbose,
+        batch_size=args.batch_size if embed else None,
+        dimensions=args.dimensions if embed else None,
+        too_long=args.too_long if embed else "fail",
+        instructions=None if embed else args.instructions,
+        max_words=None if embed else args.max_words,
+    )
