@@ -127,15 +127,16 @@ class BatchAccountant(Generic[T]):
                 self._values[index] = value
 
     def failure(
-        self, index: int, exc: BaseException, *, attempts: int, item: object
+        self, index: int, exc: BaseException, *, attempts: int, item: object, not_sent: bool = False
     ) -> ItemFailure:
         """Record that input ``index`` failed with ``exc``; returns its :class:`ItemFailure`.
 
         Args:
             index: the input's index.
             exc: the error.
-            attempts: attempts made for this item (0 if never sent: counted as not sent).
+            attempts: attempts made for this item (0 if never sent).
             item: the raw input (or an object with a ``text``), for the preview.
+            not_sent: never sent because the batch ended early (counted as not sent).
 
         Raises:
             RuntimeError: ``index`` was already recorded or never expected.
@@ -150,14 +151,17 @@ class BatchAccountant(Generic[T]):
                 attempts=attempts,
                 traceback=last[2],
                 preview=preview(item),
+                not_sent=not_sent,
             )
         else:
-            record = ItemFailure.from_exception(index, exc, attempts=attempts, item=item)
+            record = ItemFailure.from_exception(
+                index, exc, attempts=attempts, item=item, not_sent=not_sent
+            )
             self._last_error = (exc, record.message, record.traceback)
         with self._lock:
             self._mark(index)
             self._counts["failed"] += 1
-            self._counts["not_sent"] += attempts == 0
+            self._counts["not_sent"] += not_sent
             self._failures.append(record)
         logger.debug(
             "batch item %d failed after %d attempt(s): %s: %s",

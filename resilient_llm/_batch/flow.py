@@ -253,11 +253,21 @@ class BatchState(Generic[T]):
         self.accountant.success(index, value)
         return (index, value)
 
-    def fail(self, index: int, error: BaseException, *, attempts: int, item: object) -> Outcome:
+    def fail(
+        self,
+        index: int,
+        error: BaseException,
+        *,
+        attempts: int,
+        item: object,
+        not_sent: bool = False,
+    ) -> Outcome:
         """Record one input's failure; an error every request would meet ends the batch."""
         if ends_batch(error):
             self.end(error)
-        record = self.accountant.failure(index, error, attempts=attempts, item=item)
+        record = self.accountant.failure(
+            index, error, attempts=attempts, item=item, not_sent=not_sent
+        )
         if self._stopped_by is None and (
             error is self._ending or isinstance(error, ServerUnreachable)
         ):
@@ -298,7 +308,10 @@ class BatchState(Generic[T]):
         """Inputs never sent because the batch ended: they fail with its error, attempts 0."""
         error = self._ending
         assert error is not None
-        return [self.fail(index, error, attempts=0, item=item) for index, item in indices_items]
+        return [
+            self.fail(index, error, attempts=0, item=item, not_sent=True)
+            for index, item in indices_items
+        ]
 
     def reject(self, index: int, error: InvalidInput, raw: object) -> Outcome:
         """An input that failed its checks: recorded as failed, never sent."""

@@ -170,7 +170,15 @@ def summary_program(
         while True:
             ending = state.ending_error
             if ending is not None:
-                return [state.fail(unit.index, ending, attempts=attempts, item=unit.value)]
+                return [
+                    state.fail(
+                        unit.index,
+                        ending,
+                        attempts=attempts,
+                        item=unit.value,
+                        not_sent=attempts == 0,
+                    )
+                ]
             reply = yield make_call(step)
             attempts += reply.attempts
             if isinstance(reply.error, BatchEnded):
@@ -193,7 +201,15 @@ def map_program(unit: Single, *, state: BatchState[Any]) -> Program:
     reply = yield ItemCall(unit.value)
     ending = state.ending_error
     if isinstance(reply.error, BatchEnded) and ending is not None:
-        return [state.fail(unit.index, ending, attempts=reply.attempts, item=unit.value)]
+        return [
+            state.fail(
+                unit.index,
+                ending,
+                attempts=reply.attempts,
+                item=unit.value,
+                not_sent=reply.attempts == 0,
+            )
+        ]
     if reply.error is not None:
         return [
             state.fail_one(

@@ -73,6 +73,8 @@ class ItemFailure:
         attempts: how many attempts were made for this item (0 if it was never sent).
         traceback: the formatted traceback of the error (API keys masked).
         preview: the first characters of the input.
+        not_sent: the input was never sent because the batch ended early (the error is the
+            one that ended it: nothing is known to be wrong with this input).
     """
 
     index: int
@@ -82,10 +84,11 @@ class ItemFailure:
     attempts: int
     traceback: str = field(repr=False)
     preview: str
+    not_sent: bool = False
 
     @classmethod
     def from_exception(
-        cls, index: int, exc: BaseException, *, attempts: int, item: object
+        cls, index: int, exc: BaseException, *, attempts: int, item: object, not_sent: bool = False
     ) -> ItemFailure:
         """The record of ``item`` (the raw input, or an object with a ``text``) failing with
         ``exc``."""
@@ -97,6 +100,7 @@ class ItemFailure:
             attempts=attempts,
             traceback=clip(format_exception(exc), MAX_TRACEBACK_CHARS),
             preview=preview(item),
+            not_sent=not_sent,
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -109,6 +113,7 @@ class ItemFailure:
             "attempts": self.attempts,
             "traceback": self.traceback,
             "preview": self.preview,
+            "not_sent": self.not_sent,
         }
 
 
@@ -120,7 +125,8 @@ class BatchStats:
         total: inputs read.
         succeeded: inputs with a value.
         failed: inputs with an :class:`ItemFailure` (``not_sent`` included).
-        not_sent: inputs failed without being sent because the batch ended early.
+        not_sent: inputs failed without being sent because the batch ended early (not those
+            refused by the input checks).
         requests: HTTP requests sent (retries, bisection halves and probes included).
         retries: attempts that were retried.
         rate_limited: retries caused by HTTP 429.

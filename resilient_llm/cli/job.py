@@ -177,12 +177,6 @@ def failure_record(
     return record
 
 
-def _ending_error(stream: BatchStream[Any]) -> BaseException | None:
-    # The library names the error that ended a batch in BatchResult.stopped_by once the stream
-    # is drained; the failures file needs it while the inputs it failed unsent come out.
-    return stream._job.state.ending_error
-
-
 class _Run:
     """One run of a job: the files, the batch stream, and what each outcome becomes."""
 
@@ -298,7 +292,7 @@ class _Run:
             try:
                 with stream:
                     for index, outcome in stream:
-                        self._record(index, outcome, stream, inputs, results, failures, bar)
+                        self._record(index, outcome, inputs, results, failures, bar)
                     result = stream.result()
                 report.stats = result.stats
                 report.stopped_by = result.stopped_by
@@ -325,7 +319,6 @@ class _Run:
         self,
         index: int,
         outcome: object,
-        stream: BatchStream[Any],
         inputs: InputLines,
         results: JsonlWriter,
         failures: JsonlWriter,
@@ -333,7 +326,7 @@ class _Run:
     ) -> None:
         ident, line = inputs.take(index)
         if isinstance(outcome, ItemFailure):
-            self._failed(ident, line, outcome, _ending_error(stream), failures)
+            self._failed(ident, line, outcome, failures)
             if bar is not None:
                 bar.set_postfix(failed=self.tally.failed + self.tally.malformed, refresh=False)
         else:
@@ -343,19 +336,10 @@ class _Run:
             bar.update(self.tally.resolved() - bar.n)
 
     def _failed(
-        self,
-        ident: object,
-        line: int,
-        failure: ItemFailure,
-        ending: BaseException | None,
-        failures: JsonlWriter,
+        self, ident: object, line: int, failure: ItemFailure, failures: JsonlWriter
     ) -> None:
         # Failed unsent with the error that ended the batch: nothing wrong with this input.
-        not_sent = (
-            failure.attempts == 0
-            and ending is not None
-            and failure.error_type == type(ending).__name__
-        )
+        not_sent = failure.not_sent
         failures.write(failure_record(ident, line, failure, not_sent=not_sent))
         self.tally.failed += 1
         if not_sent:

@@ -123,14 +123,18 @@ def test_counts_refuse_what_only_recording_may_change() -> None:
             acct.count(**{name: 1})
 
 
-def test_failures_without_an_attempt_are_counted_as_not_sent() -> None:
+def test_only_inputs_the_ended_batch_never_sent_count_as_not_sent() -> None:
     acct: BatchAccountant[str] = BatchAccountant()
-    acct.expect(3)
+    acct.expect(4)
     acct.success(0, "v")
     acct.failure(1, ValueError("sent and failed"), attempts=2, item="b")
-    acct.failure(2, ValueError("the batch ended first"), attempts=0, item="c")
-    stats = acct.result(1.0).stats
-    assert (stats.succeeded, stats.failed, stats.not_sent) == (1, 2, 1)
+    acct.failure(2, ValueError("the batch ended first"), attempts=0, item="c", not_sent=True)
+    acct.failure(3, ValueError("refused by the input checks"), attempts=0, item="")
+    result = acct.result(1.0)
+    stats = result.stats
+    assert (stats.succeeded, stats.failed, stats.not_sent) == (1, 3, 1)
+    assert [failure.not_sent for failure in result.failures] == [False, True, False]
+    assert result.failures[1].as_dict()["not_sent"] is True
 
 
 def test_empty_batch() -> None:
