@@ -148,6 +148,26 @@ class _Rows:
         )
         client_options = {k: v for k, v in options.items() if k in CLIENT_OPTIONS}
         self.client = ResilientClient(rate_limiter=limiter, **client_options)
+        # Ray may have queued more batches on this actor before it aborts the job.
+        self._stopped: BatchStopped | None = None
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """Run one batch of rows; the rows back with the value and outcome columns.
+
+        Raises:
+            BatchStopped: a request-level error ended this batch, or an earlier one of this
+                actor (which then sends nothing more: every request would meet it too).
+        """
+        if self._stopped is not None:
+            raise BatchStopped(self._stopped.result)
+        try:
+            return self._run(batch)
+        except BatchStopped as exc:
+            self._stopped = exc
+            raise
+
+    def _run(self, batch: pd.DataFrame) -> pd.DataFrame:
+        raise NotImplementedError
 
     def close(self) -> None:
         """Close the actor's client (Ray calls ``__del__`` when it shuts the actor down)."""
@@ -224,8 +244,7 @@ class Embed(_Rows):
             **options,
         )
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        """Embed one batch of rows; the rows back with the vector and outcome columns."""
+    def _run(self, batch: pd.DataFrame) -> pd.DataFrame:
         assert self.column is not None
         return embed_frame(
             batch,
@@ -274,8 +293,7 @@ class Summarize(_Rows):
             **options,
         )
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        """Summarise one batch of rows."""
+    def _run(self, batch: pd.DataFrame) -> pd.DataFrame:
         assert self.column is not None
         return summarize_frame(
             batch,
@@ -330,8 +348,7 @@ class Map(_Rows):
             **options,
         )
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        """Run ``fn`` over one batch of rows."""
+    def _run(self, batch: pd.DataFrame) -> pd.DataFrame:
         return map_frame(
             batch,
             self.client,

@@ -23,6 +23,7 @@ ray = require_extra("ray", "ray")
 pd = require_extra("pandas", "ray")
 
 from resilient_llm.integrations.ray import (  # noqa: E402 - only once ray is known
+    BatchStopped,
     Embed,
     actor_rate_limiter,
     collect_stats,
@@ -126,7 +127,7 @@ def test_a_bad_key_stops_the_job_with_one_clear_error() -> None:
     message = str(caught.value)
     assert "BatchStopped: the batch stopped early on AuthenticationError (HTTP 401)" in message
     assert TEST_KEY not in message
-    # Each actor's first batch stopped at its first answers; no batch after that was sent.
+    # Each actor's first batch stopped at its first answers; the actor sent nothing after that.
     assert 1 <= requests <= 2 * 4
 
 
@@ -266,6 +267,21 @@ def test_rate_options_that_cannot_work_are_refused() -> None:
         embed_dataset(rows(8), actors=(3, 2))
     with pytest.raises(TypeError, match="unexpected option 'colour'"):
         embed_dataset(rows(8), colour="blue")
+
+
+def test_an_actor_stopped_by_a_bad_key_sends_nothing_more() -> None:
+    with MockOpenAIServer(api_key="sk-right-0123456789abcdef") as server:
+        udf = Embed(api_key=TEST_KEY, base_url=server.base_url, max_concurrency=2)
+        try:
+            with pytest.raises(BatchStopped, match="AuthenticationError"):
+                udf(pd.DataFrame({"text": ["a", "b", "c", "d"]}))
+            sent = server.stats.total_requests
+            # Ray may already have queued the actor's next batch before it aborts the job.
+            with pytest.raises(BatchStopped, match="AuthenticationError"):
+                udf(pd.DataFrame({"text": ["e", "f"]}))
+            assert server.stats.total_requests == sent
+        finally:
+            udf.close()
 
 
 def test_an_actor_builds_its_own_client_from_options() -> None:
