@@ -14,7 +14,7 @@ from resilient_llm.testing import MockOpenAIServer, chat_reply_text, embedding_v
 from ..conftest import TEST_KEY
 from .conftest import require_extra
 
-pd = require_extra("pandas", "ray")
+pd = require_extra("pandas", "pandas")
 
 from resilient_llm.integrations.pandas import (  # noqa: E402 - only once pandas is known
     BatchStopped,
