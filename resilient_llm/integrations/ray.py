@@ -517,8 +517,8 @@ def actor_rate_limiter(
     _, share = _pool_bounds(actors)
     check_positive("rate_window", window)
     return LocalRateLimiter(
-        None if requests_per_minute is None else requests_per_minute / share,
-        None if tokens_per_minute is None else tokens_per_minute / share,
+        requests_per_minute=None if requests_per_minute is None else requests_per_minute / share,
+        tokens_per_minute=None if tokens_per_minute is None else tokens_per_minute / share,
         window=window,
     )
 

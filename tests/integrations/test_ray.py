@@ -237,7 +237,7 @@ def test_an_actor_gets_its_share_of_the_budget() -> None:
         )
         is None
     )
-    shared = LocalRateLimiter(60)
+    shared = LocalRateLimiter(requests_per_minute=60)
     assert (
         actor_rate_limiter(
             actors=3, requests_per_minute=None, tokens_per_minute=None, rate_limiter=shared

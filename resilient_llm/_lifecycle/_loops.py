@@ -1,39 +1,4 @@
-"""One official client per thread (sync) or per event loop (async), and per process.
-
-Sync (:class:`ThreadClients`): each thread builds its own ``openai.OpenAI`` on first use; it is
-closed when the thread ends (its thread-local slot is collected) or at ``close()``.
-
-Async (:class:`LoopClients`): each event loop builds its own ``openai.AsyncOpenAI`` on first
-use. That client is only ever closed on the loop that made it, and a loop that ends keeps
-nothing alive:
-
-- ``aclose()`` on that loop closes it there; ``aclose()`` on another loop asks the client's loop,
-  thread-safely, to close it.
-- asyncio: with the client comes a small async generator, started on its loop, that asyncio
-  finalizes when the loop shuts down: ``asyncio.run`` and ``asyncio.Runner`` (and anyone who
-  awaits ``loop.shutdown_asyncgens()`` before ``loop.close()``) close the client on that loop,
-  before it closes. No task is left behind, so nothing is "destroyed but pending".
-- trio: a system task does the same; trio cancels system tasks when its run ends.
-- A loop closed without that shutdown (``run_until_complete`` then ``close()``) cannot run
-  anything any more. The next ``get()`` from any loop, ``aclose()``, or the registry being
-  collected releases its client without awaiting anything: the client is dropped, and asyncio
-  closes the sockets it left on the dead loop when they are collected (asyncio's own
-  ``unclosed transport`` ResourceWarning, shown in development mode, says the loop was closed
-  without shutting down).
-
-So a module-level client serves consecutive ``asyncio.run`` calls, threads that each run a loop,
-or a loop per task (Celery), without ever touching a transport from a loop that does not own it.
-
-Fork (:func:`fork_generation`, :class:`PerProcess`): a child process never uses what it
-inherited. Every registry here builds fresh objects in a child on first use. Of the inherited
-clients it closes only the forking thread's own sync client (closing a copy of a socket sends
-nothing to the server); it drops the others without calling into them: the parent's other
-threads do not exist in the child and may have held their pools' locks, and closing an async
-client would shut down (send EOF on) connections the parent still uses. The garbage collector
-closes the child's copies of their sockets. :class:`PerProcess` holds one object per process,
-such as a worker pool, whose threads do not survive a fork. Every lock of this module is created
-anew in a child, so a fork while another thread held one cannot deadlock the child.
-"""
+"""Async: one official client per running event loop, only ever closed on that loop."""
 
 from __future__ import annotations
 
@@ -50,257 +15,19 @@ from typing import Any, Generic, Protocol, TypeVar
 import anyio
 import anyio.lowlevel
 
-from ._exceptions import ClientClosedError
+from .._exceptions import ClientClosedError
+from . import _fork
 
-__all__ = ["LoopClients", "PerProcess", "ThreadClients", "fork_generation"]
+__all__ = ["LoopClients"]
 
 logger = logging.getLogger("resilient_llm")
-
-
-# -- fork ------------------------------------------------------------------------------------
-
-
-class _ForkAware(Protocol):
-    def _reinit_after_fork(self) -> None: ...
-
-
-_fork_generation = 0
-_fork_aware: weakref.WeakSet[_ForkAware] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    global _fork_generation
-    _fork_generation += 1
-    # A thread of the parent may have held any of these locks: it does not exist here, so
-    # the lock would stay held forever. The child is single-threaded now: fresh locks are safe.
-    for holder in list(_fork_aware):
-        holder._reinit_after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def fork_generation() -> int:
-    """Incremented in a child process after each ``os.fork()``."""
-    return _fork_generation
-
-
-T = TypeVar("T")
-
-
-class PerProcess(Generic[T]):
-    """One object per process, built by ``factory`` on first use and again in a forked child.
-
-    Meant for objects that own threads, such as a worker pool: threads do not survive
-    ``os.fork()``, so a child must neither use nor shut down the pool it inherited (its workers
-    would never answer, and joining them would hang). The inherited object is dropped
-    untouched; the child builds its own.
-
-    Safe to share between threads: concurrent first calls build one object.
-
-    Example:
-        >>> pools = PerProcess(lambda: ThreadPoolExecutor(8))  # doctest: +SKIP
-        >>> pools.get().submit(work)  # doctest: +SKIP
-        >>> pools.close(lambda pool: pool.shutdown(wait=False))  # doctest: +SKIP
-    """
-
-    def __init__(self, factory: Callable[[], T]) -> None:
-        if not callable(factory):
-            raise TypeError(f"PerProcess needs a callable factory, got {type(factory).__name__}")
-        self._factory = factory
-        self._lock = threading.Lock()
-        # (fork generation, object): read without the lock, so set and cleared as one value.
-        self._current: tuple[int, T] | None = None
-        self._closed = False
-        _fork_aware.add(self)
-
-    def get(self) -> T:
-        """This process's object, built on first use.
-
-        Raises:
-            ClientClosedError: after :meth:`close`.
-        """
-        current = self._current
-        if current is not None and current[0] == _fork_generation:
-            return current[1]
-        with self._lock:
-            if self._closed:
-                raise ClientClosedError("this client is closed; create a new one")
-            current = self._current
-            if current is None or current[0] != _fork_generation:
-                current = (_fork_generation, self._factory())
-                self._current = current
-            return current[1]
-
-    def close(self, closer: Callable[[T], object] | None = None) -> None:
-        """Stop handing out objects; pass this process's one, if built, to ``closer``.
-
-        An object inherited from a parent process is never passed to ``closer``. An error raised
-        by ``closer`` propagates. Later calls to :meth:`get` raise :class:`ClientClosedError`.
-        """
-        with self._lock:
-            self._closed = True
-            current, self._current = self._current, None
-        if closer is not None and current is not None and current[0] == _fork_generation:
-            closer(current[1])
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed
-
-    def _reinit_after_fork(self) -> None:
-        self._lock = threading.Lock()
-
-
-# -- sync: one client per thread -------------------------------------------------------------
-
-
-class _SyncClosable(Protocol):
-    def close(self) -> None: ...
 
 
 class _AsyncClosable(Protocol):
     async def close(self) -> None: ...
 
 
-S = TypeVar("S", bound=_SyncClosable)
 A = TypeVar("A", bound=_AsyncClosable)
-
-
-def _close_quietly(client: _SyncClosable) -> None:
-    try:
-        client.close()
-    except Exception:  # a failing close must not hide the caller's own error
-        logger.warning("closing an official client failed", exc_info=True)
-
-
-class _ThreadSlot:
-    __slots__ = ("__weakref__", "client", "generation")
-
-    def __init__(self, client: Any, generation: int) -> None:
-        self.client = client
-        self.generation = generation
-
-
-class _ThreadState:
-    """What the finalizers of a :class:`ThreadClients` share with it (never the registry).
-
-    ``pid`` is the process whose ``lock`` this is: in a forked child, the finalizers of the
-    parent's threads may run before the at-fork hook has replaced a lock one of them held
-    (Python 3.13 clears dead threads first), so they check it before taking the lock.
-    ``generation`` tells whether ``live`` still holds clients inherited from a parent.
-    """
-
-    __slots__ = ("__weakref__", "closed", "generation", "live", "lock", "pid")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.pid = os.getpid()
-        self.live: dict[int, Any] = {}  # id(slot) -> client, for every thread's client
-        self.closed = False
-        self.generation = _fork_generation
-
-    def _reinit_after_fork(self) -> None:
-        self.lock = threading.Lock()
-        self.pid = os.getpid()
-
-    def release(self, key: int) -> None:
-        """A thread ended: close its client."""
-        if self.pid != os.getpid():
-            return
-        with self.lock:
-            if self.generation != _fork_generation:  # inherited: dropped as a whole later
-                return
-            client = self.live.pop(key, None)
-        if client is not None:
-            _close_quietly(client)
-
-    def close_all(self) -> None:
-        """Close every thread's client (drop them unclosed if inherited from a parent)."""
-        if self.pid != os.getpid():
-            return
-        with self.lock:
-            clients = list(self.live.values())
-            self.live.clear()
-            inherited = self.generation != _fork_generation
-            self.generation = _fork_generation
-        if inherited:
-            return
-        for client in clients:
-            _close_quietly(client)
-
-
-class ThreadClients(Generic[S]):
-    """One client per thread, built by ``factory`` on first use in that thread."""
-
-    def __init__(self, factory: Callable[[], S]) -> None:
-        self._factory = factory
-        self._local = threading.local()
-        self._state = _ThreadState()
-        _fork_aware.add(self._state)
-        # A client dropped without close() still closes its connections when collected; the
-        # finalizer holds the shared state, not this object, so it does not keep it alive.
-        weakref.finalize(self, self._state.close_all)
-
-    @property
-    def _lock(self) -> threading.Lock:
-        return self._state.lock
-
-    def get(self) -> S:
-        """The calling thread's client, built on first use in that thread."""
-        slot: _ThreadSlot | None = getattr(self._local, "slot", None)
-        if slot is not None and slot.generation == _fork_generation and not self._state.closed:
-            client: S = slot.client
-            return client
-        return self._create()
-
-    def _create(self) -> S:
-        state = self._state
-        if state.closed:
-            raise ClientClosedError("this client is closed; create a new one")
-        if state.generation != _fork_generation:
-            self._forget_inherited()
-        client = self._factory()
-        slot = _ThreadSlot(client, _fork_generation)
-        key = id(slot)
-        with state.lock:
-            state.live[key] = client
-        # Thread-local storage is dropped when its thread ends: that is our "thread ended" hook.
-        weakref.finalize(slot, state.release, key)
-        self._local.slot = slot
-        return client
-
-    def _forget_inherited(self) -> None:
-        # In a forked child: the parent's connections are not ours to use. The forking thread's
-        # own client is closed here (closing our copy of a socket sends nothing: no TLS
-        # close_notify, no shutdown, so the parent is unaffected). The other threads' clients
-        # are only dropped: their threads are gone and may have held their pools' locks.
-        state = self._state
-        own: _ThreadSlot | None = getattr(self._local, "slot", None)
-        with state.lock:
-            if state.generation == _fork_generation:
-                return
-            mine = state.live.get(id(own)) if own is not None else None
-            state.live.clear()
-            state.generation = _fork_generation
-        if mine is not None:
-            _close_quietly(mine)
-
-    def __len__(self) -> int:
-        return len(self._state.live)
-
-    def close(self) -> None:
-        """Close every thread's client; later use raises :class:`ClientClosedError`."""
-        with self._state.lock:
-            self._state.closed = True
-        self._state.close_all()
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._state.closed
-
 
 # -- async: one client per event loop --------------------------------------------------------
 
@@ -375,13 +102,13 @@ class _LoopSlot(Generic[A]):
         self.client: A | None = client
         self.token = token
         self.registry = registry
-        self.generation = _fork_generation
+        self.generation = _fork.generation
         self.state = _OPEN
         self.done: Any = None  # the backend's Event, set when the close has finished
         self.keeper: Any = None
 
     def loop_is_gone(self) -> bool:
-        return self.generation != _fork_generation
+        return self.generation != _fork.generation
 
     async def close_here(self) -> None:
         """Close the client; must run on the slot's own loop. Waits if a close is running."""
@@ -564,7 +291,7 @@ class LoopClients(Generic[A]):
     def __init__(self, factory: Callable[[], A]) -> None:
         self._factory = factory
         self._state = _LoopState()
-        _fork_aware.add(self._state)
+        _fork.fork_aware.add(self._state)
         _loop_states.add(self._state)
         weakref.finalize(self, self._state.on_collected)
 
@@ -585,7 +312,7 @@ class LoopClients(Generic[A]):
         if len(state.slots) > 1:
             state.release_dead()
         slot = state.slots.get(native)
-        if slot is not None and slot.state == _OPEN and slot.generation == _fork_generation:
+        if slot is not None and slot.state == _OPEN and slot.generation == _fork.generation:
             client: A | None = slot.client
             if client is not None:
                 return client
