@@ -132,7 +132,7 @@ def test_a_bad_key_stops_the_job_with_one_clear_error() -> None:
 
 
 def test_the_rate_budget_is_divided_among_the_actors() -> None:
-    budget = 10  # requests per one-second window, for the whole job
+    budget = 10  # requests per second for the whole job: 600 per minute
     with MockOpenAIServer() as server:
         out = embed_dataset(
             rows(80),
@@ -141,7 +141,7 @@ def test_the_rate_budget_is_divided_among_the_actors() -> None:
             api_key=TEST_KEY,
             base_url=server.base_url,
             batch_size=1,  # one request per row
-            requests_per_minute=budget,
+            requests_per_minute=budget * 60,
             rate_window=1.0,
             map_batches_options=HALF_CPU,
         ).materialize()
