@@ -4,12 +4,15 @@
 
     resilient-llm embed IN -o OUT [options]       one {"id", "embedding"} line per input
     resilient-llm summarize IN -o OUT [options]   one {"id", "summary"} line per input
+        ... --via batch [--state STATE] [--no-wait]   the same through OpenAI's Batch API
+    resilient-llm batch status|cancel|collect STATE   a Batch API job made by --via batch
     resilient-llm mock-server [options]           the testing kit's loopback server
     resilient-llm demo                            a batch against a misbehaving local server
 
-This module reads the arguments; :mod:`.job` runs a job over files, :mod:`.inputs` turns input
-lines into texts, :mod:`.io` reads and writes the files, :mod:`.console` says what happens on
-stderr, :mod:`.demo` is the demo and :mod:`.status` lists the exit statuses.
+This module reads the arguments; :mod:`.job` runs a job over files with live requests,
+:mod:`.batch` through the Batch API, :mod:`.inputs` turns input lines into texts,
+:mod:`.outcomes` writes each outcome, :mod:`.io` reads and writes the files, :mod:`.console`
+says what happens on stderr, :mod:`.demo` is the demo and :mod:`.status` lists the exit statuses.
 
 Results are appended to OUT as they finish and failures to OUT's ``.failures.jsonl``; a re-run
 skips the ids already in OUT, so Ctrl-C, SIGTERM or a crash loses nothing. The command line is
@@ -23,13 +26,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .._config import MAX_BATCH_SIZE
+from .._messages import describe
 from .._version import __version__
+from .batch import cancel_job, collect_job, job_status, run_batch_job
 from .console import err
 from .demo import run_demo
 from .job import JobSettings, run_job
-from .status import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from .status import EXIT_INTERRUPTED, EXIT_STOPPED, EXIT_USAGE, UsageError
 
 __all__ = ["main"]
 
@@ -48,6 +54,17 @@ def _batch_size(text: str) -> int:
     value = _positive_int(text)
     if value > MAX_BATCH_SIZE:
         raise argparse.ArgumentTypeError(f"at most {MAX_BATCH_SIZE} (the API's limit), got {value}")
+    return value
+
+
+# The Batch API's limit of lines (requests) in one batch.
+MAX_BATCH_LINES = 50_000
+
+
+def _lines_per_batch(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_BATCH_LINES:
+        raise argparse.ArgumentTypeError(f"at most {MAX_BATCH_LINES:,} (the Batch API's limit)")
     return value
 
 
@@ -118,6 +135,109 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="-v: one line per retry and per failed request; -vv: with tracebacks",
     )
+    batch = parser.add_argument_group(
+        "Batch API",
+        "--via batch sends the job through OpenAI's Batch API (half the price, its own rate "
+        "pool, results within 24 h). Run the same command again to resume or collect it.",
+    )
+    batch.add_argument(
+        "--via",
+        choices=("live", "batch"),
+        default="live",
+        help="live requests (default), or the Batch API",
+    )
+    batch.add_argument(
+        "--state",
+        metavar="STATE",
+        help="the batch job's state file (default: OUT with .batch.json, e.g. out.batch.json)",
+    )
+    batch.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="submit (or look once) and return: exit 75 while the job runs",
+    )
+    batch.add_argument(
+        "--poll-interval",
+        metavar="SECONDS",
+        type=_positive_float,
+        default=5.0,
+        help="first wait between looks at the batches; it grows to 60 s while nothing changes "
+        "(default: 5)",
+    )
+    batch.add_argument(
+        "--max-in-flight",
+        metavar="N",
+        type=_positive_int,
+        help="batches running at once (stays under the model's enqueued-token limit)",
+    )
+    batch.add_argument(
+        "--lines-per-batch",
+        metavar="N",
+        type=_lines_per_batch,
+        default=MAX_BATCH_LINES,
+        help="requests per batch (default and cap: 50,000)",
+    )
+
+
+def _add_batch_commands(commands: Any) -> None:
+    batch = commands.add_parser(
+        "batch",
+        help="show, cancel or collect a Batch API job (made with --via batch)",
+        description="Look at, cancel or collect a job made by embed/summarize --via batch, "
+        "by its state file.",
+    )
+    actions = batch.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def server_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("state", metavar="STATE", help="the job's state file")
+        parser.add_argument(
+            "--base-url",
+            metavar="URL",
+            help="the server (default: the one the job was made on)",
+        )
+        parser.add_argument(
+            "--deadline",
+            metavar="SECONDS",
+            type=_positive_float,
+            default=120.0,
+            help="wall-clock seconds per API call, retries included (default: 120)",
+        )
+
+    status = actions.add_parser(
+        "status",
+        help="the job's batches and counts",
+        description="Print the job's shards and batches: the state file, and the server's "
+        "counts for the batches still running.",
+    )
+    server_options(status)
+    cancel = actions.add_parser(
+        "cancel",
+        help="cancel every batch of the job",
+        description="Cancel every running batch of the job and send nothing more. Inputs that "
+        "did not run become failures, never sent again; answers already in are kept. Then "
+        "collect the job.",
+    )
+    server_options(cancel)
+    collect = actions.add_parser(
+        "collect",
+        help="wait for the job and write its results",
+        description="Wait for the job, then write its results to OUT and its failures to the "
+        "failures file, as the command that made it does when run again. IN is not read.",
+    )
+    server_options(collect)
+    collect.add_argument(
+        "-o", "--output", metavar="OUT", help="results file (default: the job's OUT)"
+    )
+    collect.add_argument(
+        "--failures", metavar="PATH", help="failures file (default: the job's, or OUT's)"
+    )
+    collect.add_argument(
+        "--no-wait", action="store_true", help="look once: exit 75 while the job runs"
+    )
+    collect.add_argument("--no-progress", action="store_true", help="no progress bar")
+    collect.add_argument(
+        "-v", "--verbose", action="count", default=0, help="-v: retries and resubmissions"
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -127,8 +247,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "results are written as they finish, failures are recorded with reasons, and a re-run "
         "resumes where the last one stopped.",
         epilog="Exit status: 0 all succeeded; 1 stopped early on an error every request or write "
-        "would meet (rejected key, unknown model, no quota, server unreachable, disk full); "
-        "2 usage error, nothing sent; 3 some inputs failed; 130 Ctrl-C; 143 SIGTERM.",
+        "would meet (rejected key, unknown model, no quota, server unreachable, disk full, no "
+        "Batch API); 2 usage error, nothing sent; 3 some inputs failed; 75 a batch job is "
+        "submitted and not finished (--no-wait); 130 Ctrl-C; 143 SIGTERM.",
     )
     parser.add_argument("--version", action="version", version=f"resilient-llm {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -168,6 +289,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--max-words", metavar="N", type=_positive_int, help="summary length bound"
     )
 
+    _add_batch_commands(commands)
     commands.add_parser(
         "mock-server",
         help="run the testing kit's fault-injecting OpenAI server (see mock-server --help)",
@@ -205,13 +327,62 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return run_demo()
-        return run_job(_settings(args))
+        if args.command == "batch":
+            return _batch_command(args)
+        settings = _settings(args)
+        if settings.via == "batch":
+            return run_batch_job(settings)
+        _check_live(args)
+        return run_job(settings)
     except UsageError as exc:
         err(f"resilient-llm {args.command}: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:  # before the job started, or during the demo: nothing to save
         err(f"resilient-llm {args.command}: interrupted")
         return EXIT_INTERRUPTED
+
+
+def _check_live(args: argparse.Namespace) -> None:
+    batch_only = [
+        option
+        for option, given in (
+            ("--state", args.state is not None),
+            ("--no-wait", args.no_wait),
+            ("--max-in-flight", args.max_in_flight is not None),
+            ("--lines-per-batch", args.lines_per_batch != MAX_BATCH_LINES),
+        )
+        if given
+    ]
+    if batch_only:
+        raise UsageError(f"{', '.join(batch_only)}: for --via batch only")
+
+
+def _batch_command(args: argparse.Namespace) -> int:
+    state = Path(args.state)
+    common = {"base_url": args.base_url, "deadline": args.deadline}
+    try:
+        if args.action == "status":
+            return job_status(state, **common)
+        if args.action == "cancel":
+            return cancel_job(state, **common)
+        return collect_job(
+            state,
+            output=Path(args.output) if args.output else None,
+            failures=Path(args.failures) if args.failures else None,
+            wait=not args.no_wait,
+            progress=not args.no_progress,
+            verbose=args.verbose,
+            **common,
+        )
+    except UsageError as exc:
+        err(f"resilient-llm batch {args.action}: {exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err(f"resilient-llm batch {args.action}: interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the server refused a look or a cancel: one line, not a traceback
+        err(f"resilient-llm batch {args.action}: {describe(exc)}")
+        return EXIT_STOPPED
 
 
 def _settings(args: argparse.Namespace) -> JobSettings:
@@ -235,4 +406,10 @@ def _settings(args: argparse.Namespace) -> JobSettings:
         too_long=args.too_long if embed else "fail",
         instructions=None if embed else args.instructions,
         max_words=None if embed else args.max_words,
+        via=args.via,
+        state=Path(args.state) if args.state else None,
+        wait=not args.no_wait,
+        poll_interval=args.poll_interval,
+        max_in_flight=args.max_in_flight,
+        lines_per_batch=args.lines_per_batch,
     )

@@ -28,6 +28,7 @@ class InputLines:
         tally: Tally,
         console: Console,
         failures: JsonlWriter,
+        keep_malformed: bool = False,
     ) -> None:
         self._source = source
         self._done = done
@@ -37,6 +38,9 @@ class InputLines:
         self._seen: set[str] = set()
         self._in_flight: dict[int, tuple[object, int]] = {}
         self._positions = itertools.count()
+        self._keep_malformed = keep_malformed
+        #: The failures-file records of malformed lines, with ``keep_malformed``.
+        self.malformed: list[dict[str, object]] = []
 
     def texts(self) -> Iterator[object]:
         tally = self._tally
@@ -67,14 +71,15 @@ class InputLines:
 
     def _malformed(self, line: int, ident: object, reason: str) -> None:
         self._tally.malformed += 1
-        self._failures.write(
-            {
-                "id": ident,
-                "line": line,
-                "error_type": "MalformedLine",
-                "message": reason,
-                "status": None,
-                "attempts": 0,
-            }
-        )
+        record: dict[str, object] = {
+            "id": ident,
+            "line": line,
+            "error_type": "MalformedLine",
+            "message": reason,
+            "status": None,
+            "attempts": 0,
+        }
+        self._failures.write(record)
+        if self._keep_malformed:
+            self.malformed.append(record)
         self._console.report_line(f"line {line}: {reason}; skipped", self._failures.path)

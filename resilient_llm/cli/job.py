@@ -13,7 +13,6 @@ not send with that error, and names it in :attr:`~resilient_llm.BatchResult.stop
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ import openai
 from .._batch.results import ItemFailure
 from .._batch.streams import BatchStream
 from .._client import ResilientClient
-from .._messages import describe, one_line
+from .._messages import describe
 from .console import (
     Console,
     Reasons,
@@ -46,6 +45,7 @@ from .io import (
     failures_path_for,
     scan_output,
 )
+from .outcomes import Outcomes
 from .status import (
     EXIT_FAILURES,
     EXIT_INTERRUPTED,
@@ -57,7 +57,14 @@ from .status import (
     sigterm_as_interrupt,
 )
 
-__all__ = ["JobSettings", "run_job"]
+__all__ = [
+    "JobSettings",
+    "check_paths",
+    "make_client",
+    "open_input",
+    "open_outputs",
+    "run_job",
+]
 
 NO_KEY = (
     "OPENAI_API_KEY is not set. Export your key (export OPENAI_API_KEY=...), or point "
@@ -88,6 +95,13 @@ class JobSettings:
     too_long: Literal["fail", "truncate"] = "fail"
     instructions: str | None = None
     max_words: int | None = None
+    # --via batch (see resilient_llm.cli.batch)
+    via: Literal["live", "batch"] = "live"
+    state: Path | None = None
+    wait: bool = True
+    poll_interval: float = 5.0
+    max_in_flight: int | None = None
+    lines_per_batch: int = 50_000
 
     @property
     def value_field(self) -> str:
@@ -160,21 +174,55 @@ def open_input(name: str) -> Iterator[tuple[IO[bytes], int | None]]:
         yield stream, lines
 
 
-def failure_record(
-    ident: object, line: int, failure: ItemFailure, *, not_sent: bool
-) -> dict[str, object]:
-    """One line of the failures file."""
-    record: dict[str, object] = {
-        "id": ident,
-        "line": line,
-        "error_type": failure.error_type,
-        "message": failure.message,
-        "status": failure.status,
-        "attempts": failure.attempts,
-    }
-    if not_sent:
-        record["not_sent"] = True
-    return record
+def open_outputs(
+    settings: JobSettings,
+    output: Path,
+    failures_path: Path,
+    console: Console,
+    files: contextlib.ExitStack,
+) -> tuple[JsonlWriter, JsonlWriter, set[str]]:
+    """OUT opened for appending (an incomplete last line cut off), the failures file started
+    afresh (failures of an earlier run are tried again), and the ids OUT already holds.
+
+    Both files are closed when `files` closes; an empty failures file is removed then.
+
+    Raises:
+        UsageError: a file cannot be written.
+    """
+    done: set[str] = set()
+    try:
+        if settings.resume:
+            resume = scan_output(output)
+            if resume.cut_bytes:
+                console.say(
+                    f"{output}: removed an incomplete last line ({resume.cut_bytes} bytes) "
+                    "left by an interrupted run; that input is done again"
+                )
+            if resume.unreadable:
+                console.say(f"{output}: {resume.unreadable} unreadable lines ignored")
+            done = resume.done
+        else:
+            output.unlink(missing_ok=True)
+        results = JsonlWriter(output)
+        results.open()
+    except OSError as exc:
+        raise UsageError(f"cannot write OUT: {describe(exc)}") from None
+    files.callback(results.close)
+    # Failures of an earlier run are tried again now; the file gets this run's.
+    failures = JsonlWriter(failures_path, truncate=True)
+    try:
+        failures.open()
+    except OSError as exc:
+        raise UsageError(f"cannot write the failures file: {describe(exc)}") from None
+
+    def remove_if_empty() -> None:
+        try:
+            failures.remove_if_empty()
+        except OSError as exc:
+            console.say(f"could not remove the empty failures file: {describe(exc)}")
+
+    files.callback(remove_if_empty)
+    return results, failures, done
 
 
 class _Run:
@@ -193,54 +241,27 @@ class _Run:
 
     def execute(self, source: IO[bytes], total_lines: int | None) -> int:
         with contextlib.ExitStack() as files:
-            results, failures, done = self._open_outputs(files)
+            results, failures, done = open_outputs(
+                self.settings, self.output, self.failures_path, self.console, files
+            )
+            self.outcomes = Outcomes(
+                value_field=self.settings.value_field,
+                results=results,
+                failures=failures,
+                tally=self.tally,
+                reasons=self.reasons,
+                console=self.console,
+                verbose=self.settings.verbose,
+            )
             inputs = InputLines(
                 source, done, tally=self.tally, console=self.console, failures=failures
             )
             stream = self._open_stream(inputs.texts())
-            report = self._consume(stream, inputs, results, failures, total_lines)
+            report = self._consume(stream, inputs, total_lines)
         self.console.say(render_summary(report))
         return self._exit_status(report)
 
     # -- before anything is sent -------------------------------------------------------------
-
-    def _open_outputs(
-        self, files: contextlib.ExitStack
-    ) -> tuple[JsonlWriter, JsonlWriter, set[str]]:
-        output = self.output
-        done: set[str] = set()
-        try:
-            if self.settings.resume:
-                resume = scan_output(output)
-                if resume.cut_bytes:
-                    self.console.say(
-                        f"{output}: removed an incomplete last line ({resume.cut_bytes} bytes) "
-                        "left by an interrupted run; that input is done again"
-                    )
-                if resume.unreadable:
-                    self.console.say(f"{output}: {resume.unreadable} unreadable lines ignored")
-                done = resume.done
-            else:
-                output.unlink(missing_ok=True)
-            results = JsonlWriter(output)
-            results.open()
-        except OSError as exc:
-            raise UsageError(f"cannot write OUT: {describe(exc)}") from None
-        files.callback(results.close)
-        # Failures of an earlier run are tried again now; the file gets this run's.
-        failures = JsonlWriter(self.failures_path, truncate=True)
-        try:
-            failures.open()
-        except OSError as exc:
-            raise UsageError(f"cannot write the failures file: {describe(exc)}") from None
-        files.callback(self._remove_if_empty, failures)
-        return results, failures, done
-
-    def _remove_if_empty(self, failures: JsonlWriter) -> None:
-        try:
-            failures.remove_if_empty()
-        except OSError as exc:
-            self.console.say(f"could not remove the empty failures file: {describe(exc)}")
 
     def _open_stream(self, texts: Iterator[object]) -> BatchStream[Any]:
         settings = self.settings
@@ -271,8 +292,6 @@ class _Run:
         self,
         stream: BatchStream[Any],
         inputs: InputLines,
-        results: JsonlWriter,
-        failures: JsonlWriter,
         total_lines: int | None,
     ) -> Report:
         settings = self.settings
@@ -292,7 +311,7 @@ class _Run:
             try:
                 with stream:
                     for index, outcome in stream:
-                        self._record(index, outcome, inputs, results, failures, bar)
+                        self._record(index, outcome, inputs, bar)
                     result = stream.result()
                 report.stats = result.stats
                 report.stopped_by = result.stopped_by
@@ -320,42 +339,17 @@ class _Run:
         index: int,
         outcome: object,
         inputs: InputLines,
-        results: JsonlWriter,
-        failures: JsonlWriter,
         bar: Any,
     ) -> None:
         ident, line = inputs.take(index)
         if isinstance(outcome, ItemFailure):
-            self._failed(ident, line, outcome, failures)
+            self.outcomes.failed(ident, line, outcome)
             if bar is not None:
                 bar.set_postfix(failed=self.tally.failed + self.tally.malformed, refresh=False)
         else:
-            results.write({"id": ident, self.settings.value_field: outcome})
-            self.tally.succeeded += 1
+            self.outcomes.succeeded(ident, outcome)
         if bar is not None:
             bar.update(self.tally.resolved() - bar.n)
-
-    def _failed(
-        self, ident: object, line: int, failure: ItemFailure, failures: JsonlWriter
-    ) -> None:
-        # Failed unsent with the error that ended the batch: nothing wrong with this input.
-        not_sent = failure.not_sent
-        failures.write(failure_record(ident, line, failure, not_sent=not_sent))
-        self.tally.failed += 1
-        if not_sent:
-            self.tally.not_sent += 1
-            return
-        first_of_its_kind = self.reasons.add(failure, line, ident)
-        if first_of_its_kind and self.settings.verbose >= 2:
-            where = f"line {line}, id {json.dumps(ident)}"
-            self.console.say(
-                f"the first {failure.error_type} ({where}):\n{failure.traceback.rstrip()}"
-            )
-        if failure.attempts == 0:  # refused by the library's input checks, never sent
-            text = one_line(failure.error_type, failure.message, status=failure.status)
-            self.console.report_line(
-                f"line {line} (id {json.dumps(ident)}): {text}; not sent", self.failures_path
-            )
 
     def _exit_status(self, report: Report) -> int:
         if report.exit_status is not None:

@@ -12,6 +12,7 @@ __all__ = [
     "EXIT_FAILURES",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_PENDING",
     "EXIT_STOPPED",
     "EXIT_TERMINATED",
     "EXIT_USAGE",
@@ -30,6 +31,9 @@ EXIT_STOPPED = 1
 EXIT_USAGE = 2
 #: The job ran to the end and some inputs failed: they are in the failures file.
 EXIT_FAILURES = 3
+#: ``--via batch --no-wait``: the batch job is submitted and not finished yet; run the same
+#: command (or ``batch collect``) again later. 75 is ``EX_TEMPFAIL`` of sysexits.h: "try again".
+EXIT_PENDING = 75
 #: Ctrl-C (128 + SIGINT).
 EXIT_INTERRUPTED = 130
 #: SIGTERM (128 + SIGTERM).

@@ -10,7 +10,14 @@ import threading
 import types
 from typing import Any
 
-__all__ = ["parse_duration", "parse_latency", "run_mock_server_cli", "server_options"]
+__all__ = [
+    "batch_settings",
+    "parse_batch_setting",
+    "parse_duration",
+    "parse_latency",
+    "run_mock_server_cli",
+    "server_options",
+]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$")
 
@@ -65,6 +72,40 @@ def _latency_argument(text: str) -> float | tuple[float, float]:
 def _duration_argument(text: str) -> float:
     try:
         return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_batch_setting(text: str) -> tuple[str, float | int | bool | None]:
+    """Parse ``NAME=VALUE``, a setting of ``BatchEmulator.configure``.
+
+    Values are numbers, ``true``/``false`` (``shuffle``) or ``none`` (``enqueued_token_limit``);
+    the emulator checks names and ranges when the server starts.
+
+    Raises:
+        ValueError: If `text` is not ``NAME=VALUE`` with such a value.
+    """
+    name, sep, raw = text.partition("=")
+    name, raw = name.strip(), raw.strip().lower()
+    if not sep or not name.isidentifier() or not raw:
+        raise ValueError(f"expected NAME=VALUE (processing_seconds=30), got {text!r}")
+    if raw in ("true", "false"):
+        return name, raw == "true"
+    if raw == "none":
+        return name, None
+    try:
+        return name, int(raw)
+    except ValueError:
+        pass
+    try:
+        return name, float(raw)
+    except ValueError:
+        raise ValueError(f"{name}: not a number, true, false or none: {raw!r}") from None
+
+
+def _batch_setting_argument(text: str) -> tuple[str, float | int | bool | None]:
+    try:
+        return parse_batch_setting(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -151,7 +192,40 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="pause before each chunk of a streamed answer: 50ms, 0.05s or 0.05",
     )
+    batch = parser.add_argument_group("Batch API", "the emulated /v1/files and /v1/batches")
+    batch.add_argument(
+        "--batch",
+        type=_batch_setting_argument,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the emulation, repeatable: processing_seconds=30 (each batch runs "
+        "30 s of real time, its lines spread over it), advance_per_poll=600 (each look at a "
+        "batch moves its clock 600 s), validating_seconds, finalizing_seconds, "
+        "cancelling_seconds, line_seconds, max_lines, enqueued_token_limit, shuffle=false",
+    )
+    batch.add_argument(
+        "--no-batch-api",
+        action="store_true",
+        help="answer /v1/files and /v1/batches with 404, as vLLM and Ollama do",
+    )
     return parser
+
+
+def batch_settings(argv: list[str] | None = None) -> tuple[dict[str, Any], bool]:
+    """The Batch API emulation that ``mock-server`` arguments ask for.
+
+    Args:
+        argv: Arguments after ``mock-server``; None reads ``sys.argv[1:]``.
+
+    Returns:
+        The settings for ``server.batches.configure`` and whether the Batch API is served.
+    """
+    return _batch_settings(_build_parser().parse_args(argv))
+
+
+def _batch_settings(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+    return dict(args.batch), not args.no_batch_api
 
 
 def server_options(argv: list[str] | None = None) -> dict[str, Any]:
@@ -163,7 +237,10 @@ def server_options(argv: list[str] | None = None) -> dict[str, Any]:
     Returns:
         The keyword arguments, host and port included.
     """
-    args = _build_parser().parse_args(argv)
+    return _server_options(_build_parser().parse_args(argv))
+
+
+def _server_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "host": args.host,
         "port": args.port,
@@ -194,13 +271,17 @@ def run_mock_server_cli(argv: list[str] | None = None) -> int:
     Returns:
         The exit status: 0 after a clean stop, 2 for bad arguments (argparse exits itself).
     """
-    options = server_options(argv)
+    args = _build_parser().parse_args(argv)
+    options = _server_options(args)
+    batch, batch_api = _batch_settings(args)
     from ._server import MockOpenAIServer
 
     try:
         server = MockOpenAIServer(**options)
+        server.batches.configure(**batch)
+        server.batches.available = batch_api
         server.start()
-    except (ValueError, OSError) as exc:
+    except (TypeError, ValueError, OSError) as exc:
         print(f"resilient-llm mock-server: {exc}", file=sys.stderr)  # noqa: T201
         return 1
 
