@@ -19,6 +19,16 @@ from benchmarks._serve import ServerControl
 from benchmarks.contenders import CONTENDERS, Contender, Outcome
 
 
+def mean_in_flight(timeline: list[tuple[float, float, int | None]]) -> float:
+    """Requests the server had in hand on average, from its first request to its last answer."""
+    if not timeline:
+        return 0.0
+    start = min(started for started, _, _ in timeline)
+    end = max(started + duration for started, duration, _ in timeline)
+    busy = sum(duration for _, duration, _ in timeline)
+    return busy / (end - start) if end > start else 0.0
+
+
 def available(s: Settings) -> list[Contender]:
     return [
         c for c in CONTENDERS.values() if c.requires is None or (s.peers and installed(c.requires))
@@ -121,6 +131,7 @@ def measure(
         run.extra = {
             "server_requests": stats["total_requests"],
             "faults": stats["faults_injected"],
+            "mean_in_flight": mean_in_flight(control.timeline()),
         }
         runs.append(asdict(run))
     return {

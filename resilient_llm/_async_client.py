@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 import anyio
+import anyio.lowlevel
 import tenacity
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -107,10 +108,14 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
                 deadline = anyio.current_time() + remaining if remaining is not None else None
                 with anyio.CancelScope(deadline=deadline if deadline is not None else float("inf")):
                     if slots is None:
-                        value = await self._send(call, official, state)
+                        answer = await self._send(call, official, state)
                     else:
                         async with slots.hold():
-                            value = await self._send(call, official, state)
+                            answer = await self._send(call, official, state)
+                        # The slot is free: let the request waiting for it go out before this
+                        # answer is decoded.
+                        await anyio.lowlevel.checkpoint()
+                    value = await call.aread(answer)
             if value is _NOTHING:
                 raise AttemptDeadline("the attempt was cut off at the deadline")
             if state.sink is not None:
@@ -158,7 +163,7 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
             state.sink.sent()
         state.attempts += 1
         try:
-            return await call.asend(official)
+            return await call.asend(official, self._openai_factory is None)
         except Exception as error:
             if state.sink is not None:
                 state.sink.refused(error)  # before the slot is given back
