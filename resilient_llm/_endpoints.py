@@ -298,9 +298,8 @@ def check_embeddings(
         raise InvalidResponse(
             f"the embeddings answer has {len(data)} vectors for {expected} inputs"
         )
-    if all(isinstance(entry, dict) and isinstance(entry.get("embedding"), str) for entry in data):
-        vectors = _base64_vectors(data, expected, dimensions)
-    else:
+    vectors = _base64_vectors(data, expected, dimensions)
+    if vectors is None:
         vectors = _float_vectors(data, expected, dimensions)
     usage = document.get("usage") or {}
     if not isinstance(usage, dict):
@@ -337,16 +336,20 @@ def _not_finite(index: int) -> InvalidResponse:
 
 
 def _base64_vectors(
-    data: list[dict[str, Any]], expected: int, dimensions: int | None
-) -> list[list[float]]:
+    data: list[Any], expected: int, dimensions: int | None
+) -> list[list[float]] | None:
     """The vectors of base64 entries: decoded to bytes and checked, then turned into floats in
-    one array (the costly part of an answer is making its Python floats)."""
+    one array (the costly part of an answer is making its Python floats). ``None`` if an entry
+    is not base64 (the answer is read entry by entry then)."""
     raws: list[Any] = [None] * expected
     length = dimensions
     for entry in data:
         index = _entry_index(entry, expected, raws)
+        embedding = entry.get("embedding")
+        if not isinstance(embedding, str):
+            return None
         try:
-            raw = _b64decode(entry["embedding"])
+            raw = _b64decode(embedding)
         except (ValueError, binascii.Error) as exc:
             raise InvalidResponse(f"the vector at index {index} cannot be read: {exc}") from exc
         if len(raw) % 4:
