@@ -10,7 +10,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 import anyio
-import anyio.lowlevel
 import tenacity
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -112,9 +111,6 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
                     else:
                         async with slots.hold():
                             answer = await self._send(call, official, state)
-                        # The slot is free: let the request waiting for it go out before this
-                        # answer is decoded.
-                        await anyio.lowlevel.checkpoint()
                     value = await call.aread(answer)
             if value is _NOTHING:
                 raise AttemptDeadline("the attempt was cut off at the deadline")
@@ -158,7 +154,8 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
 
     async def _send(self, call: Any, official: AsyncOpenAI, state: CallState) -> Any:
         """One attempt on the wire (in its slot, in a batch): paced, counted, sent."""
-        await self._pace(state)
+        if state.limiters:
+            await self._pace(state)
         if state.sink is not None:
             state.sink.sent()
         state.attempts += 1

@@ -152,7 +152,8 @@ class ResilientClient(ClientBase[OpenAI]):
 
     def _send(self, call: Any, official: OpenAI, state: CallState) -> Any:
         """One attempt on the wire (in its slot, in a batch): paced, counted, sent."""
-        self._pace(state)
+        if state.limiters:
+            self._pace(state)
         if state.sink is not None:
             state.sink.sent()
         state.attempts += 1
