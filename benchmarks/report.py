@@ -452,9 +452,8 @@ class Report:
                 if collections:
                     text += (
                         f"; the garbage collector ran {collections['collections']} times for "
-                        f"{collections['seconds']:.2f} s (longest pass "
-                        f"{collections.get('longest', 0) * 1e3:.0f} ms), most of it traversing "
-                        "the 256-float lists of the vectors kept"
+                        f"{collections['seconds']:.2f} s under the profiler, most of it "
+                        "traversing the 256-float lists of the vectors kept"
                     )
             lines.append(text + ".")
         return [*lines, ""] if lines else []
@@ -479,7 +478,7 @@ class Report:
             self.goal(
                 "2",
                 f"ours ({kind}) ≥ {GOAL_IDEAL_FRACTION:.2f} of ideal",
-                f"{fraction:.2f} of ideal ({wall:.2f} s vs {s.ideal_seconds:.2f} s)",
+                f"{fraction:.3f} of ideal ({wall:.3f} s vs {s.ideal_seconds:.2f} s)",
                 fraction >= GOAL_IDEAL_FRACTION,
                 f"The client used {cpu:.2f} CPU s in {wall:.2f} s ({cpu / wall * 100:.0f}%) and "
                 f"kept {self._in_flight(entry):.1f} of {s.concurrency} requests in flight on "
@@ -519,16 +518,26 @@ class Report:
                     f"Over by {p99 - GOAL_HEARTBEAT_P99_MS:.1f} ms. With about a hundred "
                     "heartbeats in a batch, p99 is its one or two worst: they fall on the "
                     "garbage collector's passes over the young vectors (the 20,000 lists of "
-                    "256 floats the batch returns; a generation-1 pass holds the GIL"
-                    + self._longest_pass()
-                    + ", whichever thread triggers it) and on bursts of answers read together; "
-                    "the machine's other work adds its own delays.",
+                    "256 floats the batch returns"
+                    + self._gc_passes(entry)
+                    + "; a pass holds the GIL whichever thread triggers it) and on bursts of "
+                    "answers read together; the machine's other work adds its own delays.",
                 )
 
-    def _longest_pass(self) -> str:
-        profile = (self.results.get("profile") or {}).get("batch, async") or {}
-        longest = (profile.get("gc") or {}).get("longest")
-        return f" up to {longest * 1e3:.0f} ms in the profiled run" if longest else ""
+    @staticmethod
+    def _gc_passes(entry: dict[str, Any]) -> str:
+        stats = [r["extra"]["gc"] for r in _runs(entry) if r["extra"].get("gc")]
+        if not stats:
+            return ""
+        passes = [median([g["passes"][n] for g in stats]) for n in range(3)]
+        longest = [max(g["longest_ms"][n] for g in stats) for n in range(3)]
+        text = (
+            f": {passes[0]:.0f} generation-0 passes a batch (longest {longest[0]:.0f} ms), "
+            f"{passes[1]:.0f} of generation 1 (longest {longest[1]:.0f} ms)"
+        )
+        if max(g["passes"][2] for g in stats):
+            text += f", and in some runs a full pass ({longest[2]:.0f} ms)"
+        return text
 
     # -- 3. faults -------------------------------------------------------------------------
 
