@@ -49,6 +49,8 @@ class Settings:
     smoke: bool = False
     repeats: int = 3
     per_call_n: int = 2000
+    # Per-call and stream ratios are a few percent apart: more repeats, paired ratios.
+    per_call_repeats: int = 5
     batch_texts: int = 20_000
     batch_size: int = 100
     concurrency: int = 16
@@ -77,6 +79,7 @@ class Settings:
         values: dict[str, Any] = {
             "smoke": True,
             "repeats": 1,
+            "per_call_repeats": 1,
             "per_call_n": 20,
             "batch_texts": 800,
             "latency": 0.01,

@@ -192,7 +192,7 @@ def run(base_url: str, s: Settings) -> list[dict[str, Any]]:
     for i in sync:
         for _ in range(warmup):
             built[i][0]()
-    for _ in range(s.repeats):
+    for _ in range(s.per_call_repeats):
         timed: dict[int, list[Timed]] = {i: [] for i in sync}
         for size in _slices(n):
             for i in sync:
@@ -208,7 +208,7 @@ def run(base_url: str, s: Settings) -> list[dict[str, Any]]:
         for i in chosen:
             for _ in range(warmup):
                 await made[i][0]()
-        for _ in range(s.repeats):
+        for _ in range(s.per_call_repeats):
             timed: dict[int, list[Timed]] = {i: [] for i in chosen}
             for size in _slices(n):
                 for i in chosen:
