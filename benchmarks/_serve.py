@@ -25,7 +25,7 @@ import sys
 import threading
 from typing import Any
 
-from benchmarks._common import FAULT_KINDS, ROOT, text
+from benchmarks._common import FAULT_KINDS, FAULT_RETRY_AFTER, ROOT, text
 
 
 class _State:
@@ -43,6 +43,8 @@ class _State:
                 str(k): v for k, v in data["responses_by_status"].items()
             }
             return data
+        if op == "timeline":
+            return {"requests": [[r.started, r.duration, r.status] for r in self.server.requests]}
         if op == "prewarm":
             from resilient_llm.testing import _api
 
@@ -55,7 +57,10 @@ class _State:
         from resilient_llm.testing import Fault, MockOpenAIServer
 
         self.stop()
-        faults = {"500": Fault.status(500), "429": Fault.status(429, retry_after=0)}
+        faults = {
+            "500": Fault.status(500),
+            "429": Fault.status(429, retry_after=FAULT_RETRY_AFTER),
+        }
         fail_rate = float(request.get("fail_rate", 0.0))
         self.server = MockOpenAIServer(
             latency=float(request.get("latency", 0.0)),
@@ -141,6 +146,10 @@ class ServerControl:
 
     def stats(self) -> dict[str, Any]:
         return self._ask(op="stats")
+
+    def timeline(self) -> list[tuple[float, float, int | None]]:
+        """``(started, duration, status)`` of every request the current server received."""
+        return [tuple(r) for r in self._ask(op="timeline")["requests"]]  # type: ignore[misc]
 
     def prewarm(self, n: int, dimensions: int) -> None:
         self._ask(op="prewarm", n=n, dimensions=dimensions)

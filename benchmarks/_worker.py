@@ -40,6 +40,14 @@ def run_job(job: dict[str, Any]) -> Any:
                 for key in job["contenders"]
                 for faults in job["faults"]
             ]
+        if kind == "stream":
+            from benchmarks import streaming
+
+            return streaming.run(control.configure(), s)
+        if kind == "map":
+            from benchmarks import mapping
+
+            return mapping.run(control.configure(), s)
         if kind == "memory":
             from benchmarks import memory
 

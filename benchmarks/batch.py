@@ -9,6 +9,7 @@ the event loop's responsiveness while the batch runs (scenario 5).
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import time
 from dataclasses import asdict
@@ -17,6 +18,16 @@ from typing import Any
 from benchmarks._common import Run, Settings, installed, percentile, texts
 from benchmarks._serve import ServerControl
 from benchmarks.contenders import CONTENDERS, Contender, Outcome
+
+
+def mean_in_flight(timeline: list[tuple[float, float, int | None]]) -> float:
+    """Requests the server had in hand on average, from its first request to its last answer."""
+    if not timeline:
+        return 0.0
+    start = min(started for started, _, _ in timeline)
+    end = max(started + duration for started, duration, _ in timeline)
+    busy = sum(duration for _, duration, _ in timeline)
+    return busy / (end - start) if end > start else 0.0
 
 
 def available(s: Settings) -> list[Contender]:
@@ -30,6 +41,37 @@ async def _heartbeat(stop: asyncio.Event, delays: list[float], interval: float) 
         started = time.perf_counter()
         await asyncio.sleep(interval)
         delays.append(time.perf_counter() - started - interval)
+
+
+class _Collections:
+    """The garbage collector's passes during a run: per generation, how many and the longest."""
+
+    def __init__(self) -> None:
+        self.passes = [0, 0, 0]
+        self.longest = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        generation = info["generation"]
+        self.passes[generation] += 1
+        took = time.perf_counter() - self._started
+        self.longest[generation] = max(self.longest[generation], took)
+
+    def __enter__(self) -> _Collections:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+    def summary(self) -> dict[str, list[float]]:
+        return {
+            "passes": [float(n) for n in self.passes],
+            "longest_ms": [t * 1e3 for t in self.longest],
+        }
 
 
 def _summarize_heartbeat(delays: list[float]) -> dict[str, float]:
@@ -65,13 +107,15 @@ def _timed_async(contender: Contender, base_url: str, s: Settings, inputs: list[
         stop = asyncio.Event()
         delays: list[float] = []
         beat = asyncio.create_task(_heartbeat(stop, delays, s.heartbeat_interval))
+        collections = _Collections()
         try:
             await asyncio.sleep(0)
-            cpu = time.process_time()
-            started = time.perf_counter()
-            outcome: Outcome = await call(inputs)
-            ended = outcome.ended_at or time.perf_counter()
-            cpu = time.process_time() - cpu
+            with collections:
+                cpu = time.process_time()
+                started = time.perf_counter()
+                outcome: Outcome = await call(inputs)
+                ended = outcome.ended_at or time.perf_counter()
+                cpu = time.process_time() - cpu
         finally:
             stop.set()
             await beat
@@ -80,6 +124,7 @@ def _timed_async(contender: Contender, base_url: str, s: Settings, inputs: list[
                 await closed
         run = _run(outcome, ended - started, cpu)
         run.heartbeat = _summarize_heartbeat(delays)
+        run.extra["gc"] = collections.summary()
         return run
 
     return asyncio.run(main())
@@ -119,8 +164,10 @@ def measure(
         run.connections = stats["connections_opened"]
         run.peak_in_flight = stats["peak_in_flight"]
         run.extra = {
+            **run.extra,
             "server_requests": stats["total_requests"],
             "faults": stats["faults_injected"],
+            "mean_in_flight": mean_in_flight(control.timeline()),
         }
         runs.append(asdict(run))
     return {

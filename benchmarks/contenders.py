@@ -42,6 +42,9 @@ class Contender:
     build: Callable[[str, Settings], tuple[Callable[[list[str]], Any], Callable[[], Any]]]
     requires: str | None = None  # module of an optional peer
     sequential: bool = False  # one request at a time: slow, fewer repeats
+    # A reference (a floor, a diagnostic of ours), not a peer: never in "faster than every peer".
+    reference: bool = False
+    under_faults: bool = True  # also run the fault scenario
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
@@ -79,10 +82,14 @@ def _ours_outcome(result: Any) -> Outcome:
     )
 
 
-def ours_sync(base_url: str, s: Settings) -> tuple[Callable[..., Any], Callable[[], Any]]:
+def ours_sync(
+    base_url: str, s: Settings, **settings: Any
+) -> tuple[Callable[..., Any], Callable[[], Any]]:
     from resilient_llm import ResilientClient
 
-    client = ResilientClient(api_key=API_KEY, base_url=base_url, max_concurrency=s.concurrency)
+    client = ResilientClient(
+        api_key=API_KEY, base_url=base_url, max_concurrency=s.concurrency, **settings
+    )
 
     def call(texts: list[str]) -> Outcome:
         result = client.embed_batch(
@@ -111,6 +118,32 @@ def ours_async(base_url: str, s: Settings) -> tuple[Callable[..., Any], Callable
         return _ours_outcome(result)
 
     return call, client.aclose
+
+
+def ours_sync_short_backoff(
+    base_url: str, s: Settings
+) -> tuple[Callable[..., Any], Callable[[], Any]]:
+    """Ours with a shorter back-off than the default (a setting users have): what the default
+    back-off costs under faults."""
+    from resilient_llm import RetryPolicy
+
+    return ours_sync(base_url, s, retry=RetryPolicy(base_delay=0.05))
+
+
+def ours_sync_own_pause(base_url: str, s: Settings) -> tuple[Callable[..., Any], Callable[[], Any]]:
+    """Diagnostic, not a setting: a 429's Retry-After delays only the request that met it,
+    instead of pausing every worker of the batch. What the batch-wide pause costs."""
+    from resilient_llm import _call
+
+    original = _call.CallState.pause_for
+    _call.CallState.pause_for = lambda self, error: None  # type: ignore[method-assign]
+    call, close = ours_sync(base_url, s)
+
+    def restore() -> None:
+        close()
+        _call.CallState.pause_for = original  # type: ignore[method-assign]
+
+    return call, restore
 
 
 # -- the raw official client --------------------------------------------------------------------
@@ -177,6 +210,56 @@ def _gather(one: Callable[[list[str]], Any], s: Settings) -> Callable[[list[str]
         return Outcome(ok=sum(map(len, results)), lost=0)
 
     return call
+
+
+def floor_threads(base_url: str, s: Settings) -> tuple[Callable[..., Any], Callable[[], Any]]:
+    """The floor of this machine and server: bare ``http.client`` on 16 threads, each answer
+    parsed as JSON and nothing more (no vectors made). No client can be faster."""
+    import http.client
+    import threading
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+
+    def call(texts: list[str]) -> Outcome:
+        bodies = [
+            json.dumps(
+                {
+                    "input": batch,
+                    "model": EMBEDDING_MODEL,
+                    "dimensions": s.dimensions,
+                    "encoding_format": "base64",
+                }
+            ).encode()
+            for batch in _chunks(texts, s.batch_size)
+        ]
+        lock = threading.Lock()
+        counts = {"ok": 0}
+
+        def work() -> None:
+            connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
+            try:
+                while True:
+                    with lock:
+                        if not bodies:
+                            return
+                        body = bodies.pop()
+                    connection.request("POST", parts.path + "/embeddings", body, headers)
+                    data = json.loads(connection.getresponse().read())["data"]
+                    with lock:
+                        counts["ok"] += len(data)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=work) for _ in range(s.concurrency)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return Outcome(ok=counts["ok"], lost=len(texts) - counts["ok"])
+
+    return call, lambda: None
 
 
 def raw_threads(base_url: str, s: Settings) -> tuple[Callable[..., Any], Callable[[], Any]]:
@@ -307,6 +390,29 @@ CONTENDERS: dict[str, Contender] = {
             "raw async, `with_raw_response` bodies decoded by hand",
             True,
             raw_async_body,
+            reference=True,
+        ),
+        Contender(
+            "floor-threads",
+            "floor: bare `http.client` on 16 threads, JSON parsed, no vectors made",
+            False,
+            floor_threads,
+            reference=True,
+            under_faults=False,
+        ),
+        Contender(
+            "ours-sync-short-backoff",
+            "ours (sync), `RetryPolicy(base_delay=0.05)`",
+            False,
+            ours_sync_short_backoff,
+            reference=True,
+        ),
+        Contender(
+            "ours-sync-own-pause",
+            "ours (sync), diagnostic: a Retry-After delays only its own request",
+            False,
+            ours_sync_own_pause,
+            reference=True,
         ),
         Contender(
             "langchain-sync",

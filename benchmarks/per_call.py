@@ -325,7 +325,7 @@ def run(base_url: str, s: Settings) -> list[dict[str, Any]]:
     built = {i: contenders[i].build(base_url) for i in sync}
     for i in sync:
         _time_sync(built[i][0], warmup)
-    for _ in range(s.repeats):
+    for _ in range(s.per_call_repeats):
         spent = dict.fromkeys(sync, 0.0)
         for k in range(SLICES):
             for i in sync:
@@ -341,7 +341,7 @@ def run(base_url: str, s: Settings) -> list[dict[str, Any]]:
         made = {i: contenders[i].build(base_url) for i in chosen}
         for i in chosen:
             await _time_async(made[i][0], warmup)
-        for _ in range(s.repeats):
+        for _ in range(s.per_call_repeats):
             spent = dict.fromkeys(chosen, 0.0)
             for k in range(SLICES):
                 for i in chosen:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import gc
 import os
 import pstats
 import threading
@@ -130,6 +131,35 @@ class _Snapshot:
         self.stats = self._profile.stats
 
 
+class _Collections:
+    """The garbage collector's passes while a profile runs: how many, and their wall time."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+        self.longest = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            took = time.perf_counter() - self._started
+            self.count += 1
+            self.seconds += took
+            self.longest = max(self.longest, took)
+
+    def summary(self) -> dict[str, float]:
+        return {"collections": self.count, "seconds": self.seconds, "longest": self.longest}
+
+    def __enter__(self) -> _Collections:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
 def _profile_threads(fn: Callable[[], Any]) -> tuple[pstats.Stats, float]:
     """Profile ``fn()`` and every thread started meanwhile, each thread on its own CPU clock."""
     profiles: list[cProfile.Profile] = []
@@ -190,8 +220,10 @@ def run(base_url_for: Callable[[float], str], s: Settings) -> dict[str, Any]:
     base_url = base_url_for(s.latency)
     with ResilientClient(api_key=API_KEY, base_url=base_url) as client:
         client.embed_batch(inputs[: s.warmup_texts], **options)
-        stats, wall = _profile_threads(lambda: client.embed_batch(inputs, **options))
+        with _Collections() as collections:
+            stats, wall = _profile_threads(lambda: client.embed_batch(inputs, **options))
     results["batch, sync"] = summarize(stats, wall)
+    results["batch, sync"]["gc"] = collections.summary()
 
     base_url = base_url_for(s.latency)
     aclient = AsyncResilientClient(api_key=API_KEY, base_url=base_url)
@@ -199,8 +231,11 @@ def run(base_url_for: Callable[[float], str], s: Settings) -> dict[str, Any]:
     async def batch() -> None:
         await aclient.embed_batch(inputs, **options)
 
-    stats, wall = _profile_async(batch)
+    asyncio.run(batch())  # warm: imports, caches
+    with _Collections() as collections:
+        stats, wall = _profile_threads(lambda: asyncio.run(batch()))
     results["batch, async"] = summarize(stats, wall)
+    results["batch, async"]["gc"] = collections.summary()
 
     base_url = base_url_for(0.0)
     n = max(1, s.per_call_n // 8)  # profiled calls are several times slower

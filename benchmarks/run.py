@@ -23,7 +23,7 @@ from benchmarks._serve import ServerControl, ServerProcess
 from benchmarks.batch import available
 from benchmarks.report import Report, machine
 
-SCENARIOS = ("per_call", "batch", "memory", "profile")
+SCENARIOS = ("per_call", "stream", "batch", "map", "memory", "profile")
 SMOKE_FAULTS = ("ours-async", "ours-sync", "raw-async")
 
 
@@ -91,13 +91,18 @@ def _jobs(s: Settings, only: set[str], port: int) -> list[tuple[str, dict[str, A
         jobs.append(("memory", {**base, "kind": "memory"}))
     if "per_call" in only:
         jobs.append(("per_call", {**base, "kind": "per_call"}))
+    if "stream" in only:
+        jobs.append(("stream", {**base, "kind": "stream"}))
     if "batch" in only:
-        for key in (c.key for c in available(s)):
+        for contender in available(s):
+            key = contender.key
             # The smoke run checks the fault path on a few contenders only: the raw clients'
             # back-off alone (0.5-1 s a retry) would take most of its time.
-            faults = not s.smoke or key in SMOKE_FAULTS
+            faults = contender.under_faults and (not s.smoke or key in SMOKE_FAULTS)
             job = {"kind": "batch", "contenders": [key], "faults": [False, True][: 1 + faults]}
             jobs.append(("batch", {**base, **job}))
+    if "map" in only:
+        jobs.append(("map", {**base, "kind": "map"}))
     if "profile" in only:
         jobs.append(("profile", {**base, "kind": "profile"}))
     return jobs

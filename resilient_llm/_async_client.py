@@ -107,10 +107,11 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
                 deadline = anyio.current_time() + remaining if remaining is not None else None
                 with anyio.CancelScope(deadline=deadline if deadline is not None else float("inf")):
                     if slots is None:
-                        value = await self._send(call, official, state)
+                        answer = await self._send(call, official, state)
                     else:
                         async with slots.hold():
-                            value = await self._send(call, official, state)
+                            answer = await self._send(call, official, state)
+                    value = await call.aread(answer)
             if value is _NOTHING:
                 raise AttemptDeadline("the attempt was cut off at the deadline")
             if state.sink is not None:
@@ -153,12 +154,13 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
 
     async def _send(self, call: Any, official: AsyncOpenAI, state: CallState) -> Any:
         """One attempt on the wire (in its slot, in a batch): paced, counted, sent."""
-        await self._pace(state)
+        if state.limiters:
+            await self._pace(state)
         if state.sink is not None:
             state.sink.sent()
         state.attempts += 1
         try:
-            return await call.asend(official)
+            return await call.asend(official, self._openai_factory is None)
         except Exception as error:
             if state.sink is not None:
                 state.sink.refused(error)  # before the slot is given back

@@ -119,10 +119,15 @@ class ResilientClient(ClientBase[OpenAI]):
         def attempt() -> Any:
             with scoped(deadline_at=state.deadline_at):
                 if slots is None:
-                    value = self._send(call, official, state)
+                    answer = self._send(call, official, state)
                 else:
                     with slots.hold():
-                        value = self._send(call, official, state)
+                        answer = self._send(call, official, state)
+                    # The slot is free: give the GIL to the thread waiting for it, so that its
+                    # request goes out before this answer is decoded.
+                    time.sleep(0)
+                # Off the wire: decoding no longer holds a slot another request could use.
+                value = call.read(answer)
             if state.sink is not None:
                 state.sink.succeeded()
             return value
@@ -147,12 +152,13 @@ class ResilientClient(ClientBase[OpenAI]):
 
     def _send(self, call: Any, official: OpenAI, state: CallState) -> Any:
         """One attempt on the wire (in its slot, in a batch): paced, counted, sent."""
-        self._pace(state)
+        if state.limiters:
+            self._pace(state)
         if state.sink is not None:
             state.sink.sent()
         state.attempts += 1
         try:
-            return call.send(official)
+            return call.send(official, self._openai_factory is None)
         except Exception as error:
             if state.sink is not None:
                 state.sink.refused(error)  # before the slot is given back

@@ -10,16 +10,25 @@ attempt to the wall-clock deadline of the logical call it belongs to:
 - the async client relies on an anyio cancel scope around each attempt for the same guarantee.
 
 The deadline travels in the context variable of :mod:`._context`, set around each attempt.
+
+It also holds the direct route (:class:`JsonRoute`): a JSON endpoint of an official client the
+library built itself, sent on that client's own HTTP client with the request the SDK would build
+(URL, headers, timeout), without the SDK's per-request machinery, and failing with exactly the
+exception types the SDK raises.
 """
 
 from __future__ import annotations
 
 import functools
 import ssl
+import threading
 import time
-from collections.abc import Iterable
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import openai
 
 from ._context import current_scope
@@ -45,11 +54,13 @@ else:
 
 __all__ = [
     "HTTP_PACKAGE",
+    "JsonRoute",
     "build_async_http_client",
     "build_sync_http_client",
     "prepare_tls",
     "httpcore",
     "httpx",
+    "json_route",
     "to_native_timeout",
 ]
 
@@ -86,6 +97,9 @@ def _clamp_request_timeouts(request: httpx.Request) -> None:
     if remaining <= 0:
         raise httpx.PoolTimeout("the call's deadline was reached", request=request)
     timeouts = request.extensions.get("timeout") or {}
+    values = timeouts.values()
+    if len(timeouts) == 4 and None not in values and max(values) <= remaining:
+        return  # every timeout already ends before the deadline (the usual case)
     request.extensions["timeout"] = {
         key: remaining if value is None or value > remaining else value
         for key, value in {
@@ -248,3 +262,148 @@ def build_async_http_client(timeouts: Any) -> httpx.AsyncClient:
     """The async twin of :func:`build_sync_http_client` (the deadline is a cancel scope)."""
     client: httpx.AsyncClient = _AsyncClient(timeout=to_native_timeout(timeouts))
     return client
+
+
+# --- the direct route --------------------------------------------------------------------------
+
+# What the SDK turns into APIConnectionError when sending fails: openai 3.x names the HTTP
+# package's request errors, TLS errors and anyio's end of stream (others propagate); openai 2.x
+# wraps anything that is not its own error.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    (httpx.RequestError, ssl.SSLError, anyio.EndOfStream)
+    if HTTP_PACKAGE == "httpx2"
+    else (Exception,)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JsonRoute:
+    """POST JSON to one endpoint as the official client would, without its request machinery.
+
+    The URL, headers (auth, organization, project, the SDK's platform headers, the client's
+    ``default_headers``, ``x-stainless-retry-count`` and ``x-stainless-read-timeout``) and the
+    timeout are the ones the SDK's ``_build_request`` makes, computed once per official client;
+    each request goes through the official client's own HTTP client (``build_request``, so its
+    cookies are sent, and ``send``, so its transport and redirects apply). Failures are raised as
+    the SDK raises them: a non-2xx answer as the ``APIStatusError`` subclass the official client
+    builds from the response, a timeout as ``APITimeoutError``, a failed send as
+    ``APIConnectionError``, each chained as the SDK chains it.
+    """
+
+    http: Any
+    url: httpx.URL
+    headers: list[tuple[str, str]]
+    timeout: Any
+    status_error: Callable[[Any], Exception]
+    # The HTTP client's own headers merged with ours, as ``build_request`` merges them, when
+    # nothing else of the client can change a request (no base URL or query of its own).
+    merged: httpx.Headers | None = None
+
+    def _request(self, content: bytes) -> Any:
+        if self.merged is not None and not self.http.cookies:
+            return httpx.Request(
+                "POST",
+                self.url,
+                headers=self.merged,
+                content=content,
+                extensions={"timeout": self.timeout.as_dict()},
+            )
+        return self.http.build_request(
+            "POST", self.url, headers=self.headers, content=content, timeout=self.timeout
+        )
+
+    def _check(self, response: Any) -> bytes:
+        if not response.is_success:
+            raise self.status_error(response) from None
+        body: bytes = response.content
+        return body
+
+    def post(self, content: bytes) -> bytes:
+        """Send ``content``; the body of the 2xx answer."""
+        request = self._request(content)
+        try:
+            response = self.http.send(request)
+        except httpx.TimeoutException as err:
+            raise openai.APITimeoutError(request=request) from err
+        except openai.OpenAIError:
+            raise
+        except _CONNECTION_ERRORS as err:
+            raise openai.APIConnectionError(request=request) from err
+        return self._check(response)
+
+    async def apost(self, content: bytes) -> bytes:
+        """The async twin of :meth:`post`."""
+        request = self._request(content)
+        try:
+            response = await self.http.send(request)
+        except httpx.TimeoutException as err:
+            raise openai.APITimeoutError(request=request) from err
+        except openai.OpenAIError:
+            raise
+        except _CONNECTION_ERRORS as err:
+            raise openai.APIConnectionError(request=request) from err
+        return self._check(response)
+
+
+_routes: weakref.WeakKeyDictionary[Any, dict[str, tuple[tuple[Any, ...], JsonRoute | None]]] = (
+    weakref.WeakKeyDictionary()
+)
+_routes_lock = threading.Lock()
+
+
+def _source(official: Any) -> tuple[Any, ...]:
+    # What the route is built from: a change (a key set on `client.openai`, say) rebuilds it.
+    return (
+        official.api_key,
+        official.base_url,
+        official.organization,
+        official.project,
+        official.timeout,
+        official._client,
+    )
+
+
+def _build_route(official: Any, path: str) -> JsonRoute | None:
+    status_error = getattr(official, "_make_status_error_from_response", None)
+    if status_error is None or official.default_query:
+        return None
+    configured = {**official.auth_headers, **official.default_headers}
+    if "Authorization" not in configured:
+        return None  # the SDK raises its own error about it: let it
+    headers = httpx.Headers(
+        {key: value for key, value in configured.items() if not isinstance(value, openai.Omit)}
+    )
+    headers["x-stainless-retry-count"] = "0"
+    timeout = official.timeout
+    read = timeout.read if isinstance(timeout, httpx.Timeout) else timeout
+    if read is not None:
+        headers["x-stainless-read-timeout"] = str(read)
+    base = official.base_url
+    http = official._client
+    pairs = list(headers.multi_items())
+    merged: httpx.Headers | None = None
+    if isinstance(timeout, httpx.Timeout) and not str(http.base_url) and not http.params:
+        merged = httpx.Headers(http.headers)
+        merged.update(pairs)
+    return JsonRoute(
+        http=http,
+        url=base.copy_with(raw_path=base.raw_path + path.lstrip("/").encode("ascii")),
+        headers=pairs,
+        timeout=timeout,
+        status_error=status_error,
+        merged=merged,
+    )
+
+
+def json_route(official: Any, path: str) -> JsonRoute | None:
+    """The direct route to ``path`` of ``official`` (an official client the library built itself
+    on its own HTTP client), or ``None`` where the SDK path must be used."""
+    source = _source(official)
+    known = _routes.get(official)
+    cached = None if known is None else known.get(path)
+    if cached is not None and cached[0] == source:
+        return cached[1]
+    route = _build_route(official, path)
+    with _routes_lock:
+        _routes.setdefault(official, {})[path] = (source, route)
+    return route

@@ -36,6 +36,9 @@ def test_smoke_run_writes_every_scenario(tmp_path: Path) -> None:
         "## 2. Batch throughput",
         "## 3. The same batch",
         "## 4. Memory",
+        "### Async `embed_batch`",
+        "## 7. Streams",
+        "## 8. `map`",
         "## Profile of our paths",
     ):
         assert heading in report, heading
@@ -49,6 +52,12 @@ def test_smoke_run_writes_every_scenario(tmp_path: Path) -> None:
         "| resilient_llm `embed_batch` (sync) (ours) |",
         "| raw `AsyncOpenAI` + gather + Semaphore(16) |",
         "| raw `OpenAI` + 16 threads |",
+        "| floor: bare `http.client` on 16 threads, JSON parsed, no vectors made |",
+        "| resilient_llm `chat(stream=True)` |",
+        "| resilient_llm `complete(stream=True)` |",
+        "| raw `chat.completions.create(stream=True)` |",
+        "| `client.map(fn, range(800))` (sync) |",
+        "| `await client.map(fn, range(800))` (async) |",
         "| 200 |",
         "| 400 |",
         "| 800 |",
@@ -63,5 +72,12 @@ def test_smoke_run_writes_every_scenario(tmp_path: Path) -> None:
     assert ("LlamaIndex `get_text_embedding_batch`" in report) == _installed(
         "llama_index.embeddings.openai"
     )
-    for scenario in ("| 1 |", "| 2 |", "| 3 |", "| 4 |", "| 5 |", "| 6 |"):
+    for scenario in ("| 1 |", "| 2 |", "| 3 |", "| 4 |", "| 5 |", "| 6 |", "| 7 |", "| 8 |"):
         assert scenario in report, f"no goal row for scenario {scenario}"
+    # The fault run and the per-call scenarios are measured, not only listed.
+    fault_section = report.split("## 3. The same batch", 1)[1].split("\n## ", 1)[0]
+    assert "| resilient_llm `embed_batch` (sync) (ours) |" in fault_section
+    assert "| resilient_llm `embed_batch` (async) (ours) |" in fault_section
+    assert "ours (sync) ≤ 1.3x its fault-free time" in report
+    assert "`embed` (sync) ≤ 0.5x raw" in report
+    assert "`chat(stream=True)` (async) per chunk" in report
