@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# Reports of the benchmarks run on their own, copied into BENCHMARKS.md by the main run.
+RESULTS = ROOT / "benchmarks" / "results"
 
 API_KEY = "sk-bench"
 EMBEDDING_MODEL = "text-embedding-3-small"
@@ -162,3 +164,9 @@ def percentile(values: list[float], fraction: float) -> float:
         return math.nan
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def save_report(name: str, markdown: str) -> None:
+    """Keep a separate benchmark's report for the next ``python -m benchmarks`` to include."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")

@@ -29,6 +29,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks._common import save_report
+
 PROCESS_COUNTS = (1, 4, 8)
 MODEL = "text-embedding-3-small"
 TEXT = "The quick brown fox jumps over the lazy dog."
@@ -248,7 +250,16 @@ def main(argv: list[str] | None = None) -> int:
         if started_redis is not None:
             started_redis[1].terminate()
             started_redis[1].wait()
-    print(table(rows, args))
+    report = "\n".join(
+        [
+            "## Shared rate limits: N processes on one budget",
+            "",
+            f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs. "
+            + table(rows, args),
+        ]
+    )
+    print(report)
+    save_report("rate_limits", report)
     return 0
 
 

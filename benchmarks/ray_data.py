@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks._common import save_report
+
 API_KEY = "sk-bench"
 MODEL = "text-embedding-3-small"
 DIMS = 256
@@ -254,13 +256,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
 
-    print("## Ray Data: resilient_llm actors vs Ray's own `HttpRequestProcessorConfig`\n")
-    print(
-        f"Ray {ray.__version__}, pandas {pandas.__version__}, Python "
-        f"{platform.python_version()}, {os.cpu_count()} CPUs; local Ray num_cpus=2, 2 actors per "
-        f"method; server latency {LATENCY}, {DIMS} dims, one text per row.\n"
+    report = "\n".join(
+        [
+            "## Ray Data: resilient_llm actors vs Ray's own `HttpRequestProcessorConfig`",
+            "",
+            f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: Ray {ray.__version__}, "
+            f"pandas {pandas.__version__}, Python {platform.python_version()}, "
+            f"{os.cpu_count()} CPUs; local Ray num_cpus=2, 2 actors per method; server latency "
+            f"{LATENCY}, {DIMS} dims, one text per row.",
+            "",
+            table(results),
+        ]
     )
-    print(table(results))
+    print(report)
+    save_report("ray_data", report)
     return 0
 
 

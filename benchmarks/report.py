@@ -22,6 +22,7 @@ from benchmarks._common import (
     GOAL_MAP_RATIO,
     GOAL_MEMORY_GROWTH,
     GOAL_STREAM_RATIO,
+    RESULTS,
     Settings,
     median,
 )
@@ -923,5 +924,36 @@ class Report:
                 "- Raw clients keep their defaults (`max_retries=2`); LlamaIndex keeps its own "
                 "(`max_retries=10`).",
                 "",
+                *([] if self.s.smoke else separate_reports()),
             ]
         )
+
+
+SEPARATE = {
+    "rate_limits": "python -m benchmarks.rate_limits",
+    "ray_data": "python -m benchmarks.ray_data",
+}
+
+
+def separate_reports() -> list[str]:
+    """The last reports of the benchmarks that run on their own (they need Redis, Ray, minutes).
+
+    Each script saves its report (dated) under ``benchmarks/results/``; it is copied here.
+    """
+    lines: list[str] = []
+    for name, command in SEPARATE.items():
+        path = RESULTS / f"{name}.md"
+        if not path.exists():
+            lines += [f"## `{command}`", "", "Not run yet.", ""]
+            continue
+        text = path.read_text().strip()
+        heading, _, rest = text.partition("\n")
+        lines += [
+            heading,
+            "",
+            f"From `{command}` (its own run; see its docstring).",
+            "",
+            rest.strip(),
+            "",
+        ]
+    return lines

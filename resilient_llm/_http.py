@@ -294,7 +294,8 @@ class JsonRoute:
     url: httpx.URL
     headers: list[tuple[str, str]]
     timeout: Any
-    status_error: Callable[[Any], Exception]
+    # Weak: the route is cached against its official client, which must stay collectable.
+    status_error: weakref.WeakMethod[Callable[[Any], Exception]]
     # The HTTP client's own headers merged with ours, as ``build_request`` merges them, when
     # nothing else of the client can change a request (no base URL or query of its own).
     merged: httpx.Headers | None = None
@@ -314,7 +315,12 @@ class JsonRoute:
 
     def _check(self, response: Any) -> bytes:
         if not response.is_success:
-            raise self.status_error(response) from None
+            make_error = self.status_error()
+            if make_error is None:  # pragma: no cover - a route outliving its client
+                raise openai.APIStatusError(
+                    f"Error code: {response.status_code}", response=response, body=None
+                ) from None
+            raise make_error(response) from None
         body: bytes = response.content
         return body
 
@@ -390,7 +396,7 @@ def _build_route(official: Any, path: str) -> JsonRoute | None:
         url=base.copy_with(raw_path=base.raw_path + path.lstrip("/").encode("ascii")),
         headers=pairs,
         timeout=timeout,
-        status_error=status_error,
+        status_error=weakref.WeakMethod(status_error),
         merged=merged,
     )
 

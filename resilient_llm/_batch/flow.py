@@ -275,8 +275,14 @@ class BatchState(Generic[T]):
         return (index, record)
 
     def fail_one(self, index: int, error: BaseException, *, attempts: int, item: object) -> Outcome:
-        """One input's request failed for good: one WARNING, then the record."""
-        if attempts > 0 and not isinstance(error, InvalidInput):
+        """One input's request failed for good: one WARNING, then the record.
+
+        A request that never went out (its deadline came before its turn, say) is ``not_sent``:
+        nothing is known to be wrong with the input.
+        """
+        if isinstance(error, InvalidInput):
+            return self.fail(index, error, attempts=attempts, item=item)
+        if attempts > 0:
             logger.warning(
                 "%s: request for item %d failed after %d attempt(s): %s",
                 self.operation,
@@ -284,7 +290,7 @@ class BatchState(Generic[T]):
                 attempts,
                 describe(error),
             )
-        return self.fail(index, error, attempts=attempts, item=item)
+        return self.fail(index, error, attempts=attempts, item=item, not_sent=attempts == 0)
 
     def fail_request(
         self, request: PlannedRequest, error: BaseException, *, attempts: int
@@ -300,7 +306,7 @@ class BatchState(Generic[T]):
             describe(error),
         )
         return [
-            self.fail(item.index, error, attempts=attempts, item=item.text)
+            self.fail(item.index, error, attempts=attempts, item=item.text, not_sent=attempts == 0)
             for item in request.items
         ]
 

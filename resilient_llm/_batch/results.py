@@ -73,8 +73,9 @@ class ItemFailure:
         attempts: how many attempts were made for this item (0 if it was never sent).
         traceback: the formatted traceback of the error (API keys masked).
         preview: the first characters of the input.
-        not_sent: the input was never sent because the batch ended early (the error is the
-            one that ended it: nothing is known to be wrong with this input).
+        not_sent: the input was never sent: the batch ended early (the error is the one that
+            ended it) or its deadline came before its turn. Nothing is known to be wrong with
+            this input: send it again.
     """
 
     index: int
@@ -125,8 +126,8 @@ class BatchStats:
         total: inputs read.
         succeeded: inputs with a value.
         failed: inputs with an :class:`ItemFailure` (``not_sent`` included).
-        not_sent: inputs failed without being sent because the batch ended early (not those
-            refused by the input checks).
+        not_sent: inputs failed without being sent, the batch having ended early or their
+            deadline having come first (not those refused by the input checks).
         requests: HTTP requests sent (retries, bisection halves and probes included).
         retries: attempts that were retried.
         rate_limited: retries caused by HTTP 429.

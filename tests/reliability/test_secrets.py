@@ -207,9 +207,13 @@ def test_key_from_the_environment_stays_hidden(
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     sink = Sink()
     with ResilientClient(base_url=server.base_url, retry=POLICY) as client:
-        server.script(Fault.status(401))
+        # Embeddings take the direct road, chat the SDK's: the key must stay out of both.
+        server.script(Fault.status(401), Fault.status(401))
         with pytest.raises(openai.AuthenticationError) as caught:
             client.embed("x")
+        sink(client, caught.value)
+        with pytest.raises(openai.AuthenticationError) as caught:
+            client.chat([{"role": "user", "content": "x"}])
         sink(client, caught.value)
     _assert_clean(debug_logs, sink)
 
