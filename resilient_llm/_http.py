@@ -20,6 +20,7 @@ exception types the SDK raises.
 from __future__ import annotations
 
 import functools
+import os
 import ssl
 import threading
 import time
@@ -65,6 +66,7 @@ __all__ = [
 ]
 
 HTTP_PACKAGE: str = httpx.__name__
+_SDK_LOWERCASES_HEADERS = int(openai.__version__.split(".")[0]) >= 3
 
 _CANCEL_POLL = 0.2
 
@@ -316,11 +318,13 @@ class JsonRoute:
     def _check(self, response: Any) -> bytes:
         if not response.is_success:
             make_error = self.status_error()
-            if make_error is None:  # pragma: no cover - a route outliving its client
-                raise openai.APIStatusError(
-                    f"Error code: {response.status_code}", response=response, body=None
-                ) from None
-            raise make_error(response) from None
+            assert make_error is not None  # the caller holds the official client
+            # Raised while handling the HTTP package's own error, as the SDK raises it.
+            try:
+                response.raise_for_status()
+            except httpx.HTTPStatusError:
+                raise make_error(response) from None
+            raise make_error(response)
         body: bytes = response.content
         return body
 
@@ -357,6 +361,16 @@ _routes: weakref.WeakKeyDictionary[Any, dict[str, tuple[tuple[Any, ...], JsonRou
 _routes_lock = threading.Lock()
 
 
+def _reset_routes_lock() -> None:
+    # A fork while another thread held the lock would leave the child's copy held forever.
+    global _routes_lock
+    _routes_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_routes_lock)
+
+
 def _source(official: Any) -> tuple[Any, ...]:
     # What the route is built from: a change (a key set on `client.openai`, say) rebuilds it.
     return (
@@ -374,19 +388,29 @@ def _build_route(official: Any, path: str) -> JsonRoute | None:
     if status_error is None or official.default_query:
         return None
     configured = {**official.auth_headers, **official.default_headers}
-    if "Authorization" not in configured:
-        return None  # the SDK raises its own error about it: let it
-    headers = httpx.Headers(
-        {key: value for key, value in configured.items() if not isinstance(value, openai.Omit)}
-    )
-    headers["x-stainless-retry-count"] = "0"
+    names = {key.lower() for key in configured}
+    if (
+        "Authorization" not in configured
+        or len(names) < len(configured)
+        or any(isinstance(value, openai.Omit) for value in configured.values())
+    ):
+        # No key (the SDK raises its own error about it), a header set twice in different
+        # cases, or one removed with `Omit`: the SDK's major versions merge these differently,
+        # so let the SDK build the request.
+        return None
+    # Header names as the SDK sends them: openai 2.x keeps their case, 3.x lower-cases them.
+    pairs = [
+        (key.lower() if _SDK_LOWERCASES_HEADERS else key, str(value))
+        for key, value in configured.items()
+    ]
+    if "x-stainless-retry-count" not in names:
+        pairs.append(("x-stainless-retry-count", "0"))
     timeout = official.timeout
     read = timeout.read if isinstance(timeout, httpx.Timeout) else timeout
-    if read is not None:
-        headers["x-stainless-read-timeout"] = str(read)
+    if read is not None and "x-stainless-read-timeout" not in names:
+        pairs.append(("x-stainless-read-timeout", str(read)))
     base = official.base_url
     http = official._client
-    pairs = list(headers.multi_items())
     merged: httpx.Headers | None = None
     if isinstance(timeout, httpx.Timeout) and not str(http.base_url) and not http.params:
         merged = httpx.Headers(http.headers)

@@ -8,7 +8,10 @@ fail the same way, so every fault here runs through both and the errors are comp
 
 from __future__ import annotations
 
+import gc
 import socket
+import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -93,6 +96,7 @@ def describe(error: BaseException) -> dict[str, Any]:
         "response_body": None if response is None else response.content,
         "retry_after": None if response is None else response.headers.get("retry-after"),
         "cause": type(error.__cause__),
+        "context": type(error.__context__),
         "suppress_context": error.__suppress_context__,
         "retryable": getattr(error, "retryable", None),
     }
@@ -103,6 +107,8 @@ def describe_request(request: Any) -> dict[str, Any]:
         "method": request.method,
         "url": str(request.url),
         "headers": list(request.headers.multi_items()),
+        # As on the wire: the names' case and order.
+        "raw_headers": list(request.headers.raw),
         "content": request.content,
         "timeout": request.extensions.get("timeout"),
     }
@@ -275,3 +281,81 @@ def test_cookies_the_server_sets_are_sent_alike() -> None:
                 sent.append(describe_request(error.request))
     assert sent[0] == sent[1]
     assert dict(sent[0]["headers"])["cookie"] == "session=abc123"
+
+
+ODD_HEADERS = [
+    # A proxy's own token in lower case: one authorization header, the proxy's, as the SDK sends.
+    pytest.param({"authorization": "Bearer proxy-token"}, id="lowercase-authorization"),
+    pytest.param({"user-agent": "myapp/1", "openai-organization": "org-2"}, id="lowercase-names"),
+    pytest.param({"User-Agent": openai.Omit()}, id="omit-user-agent"),
+    pytest.param({"x-stainless-os": openai.Omit()}, id="omit-lowercase"),
+    pytest.param({"x-stainless-retry-count": "7"}, id="own-retry-count"),
+]
+
+
+@pytest.mark.parametrize("headers", ODD_HEADERS)
+def test_default_headers_are_merged_as_the_sdk_merges_them(headers: dict[str, Any]) -> None:
+    with MockOpenAIServer() as server:
+        settings: dict[str, Any] = {"retry": ONCE, "timeouts": TIMEOUTS}
+        own = ResilientClient(
+            api_key=TEST_KEY, base_url=server.base_url, default_headers=headers, **settings
+        )
+
+        def factory(http_client: Any) -> Any:
+            return openai.OpenAI(
+                api_key=TEST_KEY,
+                base_url=server.base_url,
+                http_client=http_client,
+                max_retries=0,
+                timeout=_native_timeout(),
+                default_headers=headers,
+            )
+
+        sdk = ResilientClient(openai_factory=factory, **settings)
+        sent = []
+        with own, sdk:
+            for client in (own, sdk):
+                server.script(Fault.status(400), path="/v1/embeddings")
+                error = _failure(lambda client=client: client.embed(TEXTS))
+                assert isinstance(error, openai.BadRequestError)
+                sent.append(describe_request(error.request))
+    assert sent[0] == sent[1]
+    first, second = ((r.path, r.body_bytes, r.texts) for r in server.requests)
+    assert first == second
+
+
+def test_an_omitted_authorization_fails_as_the_sdk_fails() -> None:
+    with MockOpenAIServer() as server:
+        own = ResilientClient(
+            api_key=TEST_KEY,
+            base_url=server.base_url,
+            default_headers={"Authorization": openai.Omit()},
+            retry=ONCE,
+        )
+        with own:
+            error = _failure(lambda: own.embed(TEXTS))
+            chat_error = _failure(lambda: own.chat([{"role": "user", "content": "hi"}]))
+    assert type(error) is type(chat_error) is TypeError
+    assert str(error) == str(chat_error)
+    assert not server.requests, "a request went out without the key"
+
+
+def test_official_clients_of_finished_threads_are_collected() -> None:
+    with (
+        MockOpenAIServer() as server,
+        ResilientClient(api_key=TEST_KEY, base_url=server.base_url, retry=ONCE) as client,
+    ):
+        officials: list[weakref.ref[Any]] = []
+
+        def work() -> None:
+            client.embed("x")
+            officials.append(weakref.ref(client.openai))
+
+        for _ in range(10):
+            thread = threading.Thread(target=work)
+            thread.start()
+            thread.join()
+        gc.collect()
+        alive = [ref for ref in officials if ref() is not None]
+    assert len(officials) == 10
+    assert not alive, f"{len(alive)} of 10 official clients outlived their threads"
