@@ -22,15 +22,10 @@ from ._batch.streams import AsyncBatchStream
 from ._batch.tasks import AsyncExecute, Slots
 from ._call import CallState
 from ._context import scoped
-from ._endpoints import (
-    ChatCall,
-    FunctionCall,
-    check_messages,
-    prompt_messages,
-    summary_messages,
-)
+from ._endpoints import ChatCall, FunctionCall
 from ._exceptions import DeadlineExceeded
 from ._http import build_async_http_client
+from ._inputs import check_messages, prompt_messages, summary_messages
 from ._lifecycle import LoopClients
 from ._limits import apause, areserve
 from ._retry import AttemptDeadline

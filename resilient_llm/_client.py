@@ -27,14 +27,9 @@ from ._batch.threads import (
 )
 from ._call import CallState
 from ._context import current_scope, scoped
-from ._endpoints import (
-    ChatCall,
-    FunctionCall,
-    check_messages,
-    prompt_messages,
-    summary_messages,
-)
+from ._endpoints import ChatCall, FunctionCall
 from ._http import build_sync_http_client
+from ._inputs import check_messages, prompt_messages, summary_messages
 from ._lifecycle import ThreadClients
 from ._settings import UNSET, ClientBase, log_hook_failure
 from ._streams import Opened, ResilientStream

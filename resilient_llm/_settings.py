@@ -34,9 +34,10 @@ from ._config import (
     check_model,
 )
 from ._context import current_scope
-from ._endpoints import MAX_EMBEDDING_INPUT_TOKENS, EmbeddingRequest, EmbeddingsCall
+from ._endpoints import EmbeddingRequest, EmbeddingsCall
 from ._exceptions import ClientClosedError, InvalidInput
 from ._http import prepare_tls, to_native_timeout
+from ._inputs import MAX_EMBEDDING_INPUT_TOKENS
 from ._secrets import register, scrub
 from ._tokens import get_token_counter
 

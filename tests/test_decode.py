@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resilient_llm import InvalidResponse
-from resilient_llm._endpoints import decode_embeddings
+from resilient_llm._answers import decode_embeddings
 
 
 def _b64(values: list[float]) -> str:

@@ -7,8 +7,8 @@ import re
 from collections.abc import Generator
 from dataclasses import dataclass
 
-from .._endpoints import utf8_length
 from .._exceptions import ResilientLLMError
+from .._inputs import utf8_length
 from .._tokens import TokenCounter
 
 __all__ = ["SummaryStep", "summary_steps", "text_chunks"]

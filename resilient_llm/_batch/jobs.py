@@ -12,15 +12,9 @@ from collections.abc import Callable, Sized
 from typing import Any, Generic, TypeVar
 
 from .._config import BatchOptions
-from .._endpoints import (
-    MAX_EMBEDDING_INPUT_TOKENS,
-    ChatCall,
-    EmbeddingRequest,
-    EmbeddingsCall,
-    summary_messages,
-    text_problem,
-)
+from .._endpoints import ChatCall, EmbeddingRequest, EmbeddingsCall
 from .._exceptions import InvalidInput
+from .._inputs import MAX_EMBEDDING_INPUT_TOKENS, summary_messages, text_problem
 from .._limits import LocalRateLimiter
 from .._progress import Progress
 from .._tokens import get_token_counter

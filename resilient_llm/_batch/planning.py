@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from .._config import MAX_BATCH_SIZE, TooLong, check_batch_size, check_int
-from .._endpoints import text_problem, utf8_length
 from .._exceptions import InvalidInput
+from .._inputs import text_problem, utf8_length
 from .._tokens import TokenCounter
 from .results import preview
 

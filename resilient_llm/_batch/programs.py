@@ -13,7 +13,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from .._endpoints import EmbeddingsPayload, TextAnswer
+from .._answers import EmbeddingsPayload, TextAnswer
 from .._exceptions import InvalidInput, ResilientLLMError
 from .._retry import ends_batch
 from .._tokens import TokenCounter

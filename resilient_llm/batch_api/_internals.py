@@ -16,18 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._answers import EmbeddingsPayload, check_embeddings, completion_text
 from .._batch.accounting import BatchAccountant
 from .._batch.results import preview
-from .._endpoints import (
-    EmbeddingsPayload,
-    check_embeddings,
-    check_messages,
-    completion_text,
-    prompt_messages,
-    summary_messages,
-)
 from .._exceptions import InvalidResponse
 from .._http import httpx
+from .._inputs import check_messages, prompt_messages, summary_messages
 
 __all__ = [
     "BatchAccountant",

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from resilient_llm._answers import EmbeddingsPayload
 from resilient_llm._batch.bisection import (
     PROBE_TEXT,
     SizeRefusal,
@@ -25,7 +26,7 @@ from resilient_llm._batch.programs import Rejected, Reply
 from resilient_llm._batch.results import BatchResult
 from resilient_llm._batch.threads import drive
 from resilient_llm._config import BatchOptions
-from resilient_llm._endpoints import EmbeddingsCall, EmbeddingsPayload
+from resilient_llm._endpoints import EmbeddingsCall
 from tests.sdk_objects import status_error, timeout_error
 
 TEI_BATCH = "batch size 200 > maximum allowed batch size 32"

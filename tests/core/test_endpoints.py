@@ -11,14 +11,9 @@ from typing import Any
 import pytest
 from openai.types.chat import ChatCompletion
 
-from resilient_llm._endpoints import (
-    check_completion,
-    check_text,
-    completion_text,
-    decode_embeddings,
-    text_problem,
-)
+from resilient_llm._answers import check_completion, completion_text, decode_embeddings
 from resilient_llm._exceptions import InvalidInput, InvalidResponse
+from resilient_llm._inputs import check_text, text_problem
 
 
 def body(*entries: dict[str, Any], **extra: Any) -> bytes:
