@@ -6,7 +6,6 @@ import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 import anyio
@@ -21,6 +20,7 @@ from ._batch.results import BatchResult
 from ._batch.streams import AsyncBatchStream
 from ._batch.tasks import AsyncExecute, Slots
 from ._call import CallState
+from ._closing import AsyncClosing
 from ._context import scoped
 from ._endpoints import ChatCall, FunctionCall
 from ._exceptions import DeadlineExceeded
@@ -54,7 +54,7 @@ async def _call_hook(hook: Callable[[Any], Any], details: object) -> None:
         log_hook_failure(hook)
 
 
-class AsyncResilientClient(ClientBase[AsyncOpenAI]):
+class AsyncResilientClient(ClientBase[AsyncOpenAI], AsyncClosing):
     """The async twin of :class:`ResilientClient`: same arguments, same methods, as coroutines.
 
     Each running event loop (asyncio or trio) gets its own official ``AsyncOpenAI``, which
@@ -456,14 +456,3 @@ class AsyncResilientClient(ClientBase[AsyncOpenAI]):
     async def aclose(self) -> None:
         """Close every loop's official client, each on its own loop."""
         await self._clients.aclose()
-
-    async def __aenter__(self) -> AsyncResilientClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 import tenacity
@@ -26,6 +25,7 @@ from ._batch.threads import (
     run_threads,
 )
 from ._call import CallState
+from ._closing import Closing
 from ._context import current_scope, scoped
 from ._endpoints import ChatCall, FunctionCall
 from ._http import build_sync_http_client
@@ -46,7 +46,7 @@ R = TypeVar("R")
 P = ParamSpec("P")
 
 
-class ResilientClient(ClientBase[OpenAI]):
+class ResilientClient(ClientBase[OpenAI], Closing):
     """A thread-safe client for OpenAI and compatible servers, safe by default.
 
     Every call has native per-attempt HTTP timeouts, a wall-clock ``deadline`` across attempts and
@@ -487,14 +487,3 @@ class ResilientClient(ClientBase[OpenAI]):
         """Close every thread's official client and its connections."""
         self._workers.close()
         self._clients.close()
-
-    def __enter__(self) -> ResilientClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -21,7 +21,7 @@ import anyio.to_thread
 from ._answers import EmbeddingsPayload, TextAnswer, check_completion, decode_embeddings
 from ._config import MAX_BATCH_SIZE, check_model
 from ._exceptions import InvalidResponse
-from ._http import httpx, json_route
+from ._http import JsonRoute, httpx, json_route
 from ._streams import Opened, aopen_first, is_official_stream, open_first
 
 __all__ = [
@@ -129,39 +129,37 @@ class EmbeddingsCall:
     def _decode(self, body: bytes) -> EmbeddingsPayload:
         return decode_embeddings(body, len(self.request.inputs), dimensions=self.request.dimensions)
 
+    def _direct(self, official: Any, direct: bool) -> tuple[JsonRoute, bytes] | None:
+        """The direct route and the encoded body, where both exist."""
+        content = self.request.content
+        route = json_route(official, "embeddings") if direct and content is not None else None
+        return None if route is None or content is None else (route, content)
+
+    def _sdk_post(self) -> dict[str, Any]:
+        """``official.post``'s arguments: the SDK builds the request (any option it knows)."""
+        return {
+            "body": self.request.body,
+            "options": self.request.options,
+            "cast_to": httpx.Response,
+        }
+
     def send(self, official: Any, direct: bool = False) -> bytes:
         """The request on the wire: the raw body of the answer (:meth:`read` checks it).
 
         ``direct``: ``official`` was built by the library itself, so the request may skip the
         SDK's machinery (:class:`~._http.JsonRoute`).
         """
-        content = self.request.content
-        route = json_route(official, "embeddings") if direct and content is not None else None
+        route = self._direct(official, direct)
         if route is not None:
-            assert content is not None
-            return route.post(content)
-        response = official.post(
-            "/embeddings",
-            body=self.request.body,
-            options=self.request.options,
-            cast_to=httpx.Response,
-        )
-        body: bytes = response.content
+            return route[0].post(route[1])
+        body: bytes = official.post("/embeddings", **self._sdk_post()).content
         return body
 
     async def asend(self, official: Any, direct: bool = False) -> bytes:
-        content = self.request.content
-        route = json_route(official, "embeddings") if direct and content is not None else None
+        route = self._direct(official, direct)
         if route is not None:
-            assert content is not None
-            return await route.apost(content)
-        response = await official.post(
-            "/embeddings",
-            body=self.request.body,
-            options=self.request.options,
-            cast_to=httpx.Response,
-        )
-        body: bytes = response.content
+            return await route[0].apost(route[1])
+        body: bytes = (await official.post("/embeddings", **self._sdk_post())).content
         return body
 
     def read(self, body: bytes) -> EmbeddingsPayload:

@@ -21,13 +21,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
 import openai
 
+from ._closing import AsyncClosing, Closing
 from ._context import scoped
 from ._exceptions import DeadlineExceeded, InvalidResponse, StreamInterrupted
 from ._http import httpx
@@ -199,7 +199,7 @@ class _StreamState:
         return scrub(interrupted)
 
 
-class ResilientStream(_StreamState, Generic[T]):
+class ResilientStream(_StreamState, Closing, Generic[T]):
     """A sync stream of official chunks (or of text deltas for ``complete``), as ``openai.Stream``
     behaves: an iterator and a context manager, with the guarantees of the module docstring.
 
@@ -256,24 +256,13 @@ class ResilientStream(_StreamState, Generic[T]):
             self._ended = True
             self._on_end(None, self.chunks)
 
-    def __enter__(self) -> ResilientStream[T]:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
             self._closed = True
             self._stream.close()
 
 
-class AsyncResilientStream(_StreamState, Generic[T]):
+class AsyncResilientStream(_StreamState, AsyncClosing, Generic[T]):
     """The async twin of :class:`ResilientStream`: an async iterator and async context manager,
     as ``openai.AsyncStream`` behaves; closed on its own event loop.
     """
@@ -338,17 +327,6 @@ class AsyncResilientStream(_StreamState, Generic[T]):
         if not self._ended:
             self._ended = True
             await self._on_end(None, self.chunks)
-
-    async def __aenter__(self) -> AsyncResilientStream[T]:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __del__(self) -> None:
         if getattr(self, "_closed", True):

@@ -10,6 +10,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from .._closing import Closing
 from .flow import Outcome
 from .jobs import Job
 from .results import BatchResult
@@ -20,39 +21,21 @@ __all__ = ["AsyncBatchStream", "BatchStream"]
 T = TypeVar("T")
 
 
-class BatchStream(Generic[T]):
-    """The outcomes of a batch, in the order they finish.
+class _Outcomes(Generic[T]):
+    """What both streams share: the buffer of finished outcomes, the progress, the result."""
 
-    Iterate it for ``(index, value)`` and ``(index, ItemFailure)`` pairs; after the last one,
-    :meth:`result` gives the accounting. Use it as a context manager (or exhaust it): leaving
-    early cancels what has not started and stops the workers.
-    """
-
-    def __init__(self, job: Job[T], chunks: Iterator[list[Outcome]]) -> None:
+    def __init__(self, job: Job[T]) -> None:
         self._job = job
-        self._chunks = chunks
         self._buffer: list[Outcome] = []
         self._finished = False
 
-    def __iter__(self) -> BatchStream[T]:
-        return self
+    def _take(self, chunk: list[Outcome]) -> None:
+        self._job.progress.advance(len(chunk))
+        self._buffer = chunk[::-1]
 
-    def __next__(self) -> Outcome:
-        while not self._buffer:
-            try:
-                chunk = next(self._chunks)
-            except StopIteration:
-                self._finished = True
-                self._job.progress.finish(self._job.state.accountant.total)
-                raise
-            self._job.progress.advance(len(chunk))
-            self._buffer = chunk[::-1]
-        return self._buffer.pop()
-
-    def close(self) -> None:
-        """Stop the batch: nothing more is sent; requests in flight are abandoned."""
-        self._chunks.close()  # type: ignore[attr-defined]
-        self._job.progress.close()
+    def _end(self) -> None:
+        self._finished = True
+        self._job.progress.finish(self._job.state.accountant.total)
 
     def result(self) -> BatchResult[T]:
         """The accounting of the whole batch (values only for ``embed_batch``-style calls).
@@ -64,6 +47,37 @@ class BatchStream(Generic[T]):
             raise RuntimeError("iterate the batch to the end before asking for its result")
         return self._job.state.result()
 
+
+class BatchStream(_Outcomes[T], Closing):
+    """The outcomes of a batch, in the order they finish.
+
+    Iterate it for ``(index, value)`` and ``(index, ItemFailure)`` pairs; after the last one,
+    :meth:`result` gives the accounting. Use it as a context manager (or exhaust it): leaving
+    early cancels what has not started and stops the workers.
+    """
+
+    def __init__(self, job: Job[T], chunks: Iterator[list[Outcome]]) -> None:
+        super().__init__(job)
+        self._chunks = chunks
+
+    def __iter__(self) -> BatchStream[T]:
+        return self
+
+    def __next__(self) -> Outcome:
+        while not self._buffer:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                self._end()
+                raise
+            self._take(chunk)
+        return self._buffer.pop()
+
+    def close(self) -> None:
+        """Stop the batch: nothing more is sent; requests in flight are abandoned."""
+        self._chunks.close()  # type: ignore[attr-defined]
+        self._job.progress.close()
+
     def collect(self) -> BatchResult[T]:
         """Run the batch to the end and return its result."""
         with self:
@@ -71,19 +85,8 @@ class BatchStream(Generic[T]):
                 pass
             return self.result()
 
-    def __enter__(self) -> BatchStream[T]:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class AsyncBatchStream(Generic[T]):
+class AsyncBatchStream(_Outcomes[T]):
     """The outcomes of an async batch, in the order they finish.
 
     Use as ``async with client.iter_embed_batch(texts) as stream: async for index, outcome in
@@ -92,13 +95,11 @@ class AsyncBatchStream(Generic[T]):
     """
 
     def __init__(self, job: Job[T], source: Iterable[object], execute: AsyncExecute) -> None:
-        self._job = job
+        super().__init__(job)
         self._source = source
         self._execute = execute
         self._task_group: TaskGroup | None = None
         self._receive: MemoryObjectReceiveStream[list[Outcome] | SourceFailed] | None = None
-        self._buffer: list[Outcome] = []
-        self._finished = False
 
     async def __aenter__(self) -> AsyncBatchStream[T]:
         if self._task_group is not None:
@@ -138,24 +139,12 @@ class AsyncBatchStream(Generic[T]):
             try:
                 chunk = await self._receive.receive()
             except anyio.EndOfStream:
-                self._finished = True
-                self._job.progress.finish(self._job.state.accountant.total)
+                self._end()
                 raise StopAsyncIteration from None
             if isinstance(chunk, SourceFailed):
                 raise chunk.error
-            self._job.progress.advance(len(chunk))
-            self._buffer = chunk[::-1]
+            self._take(chunk)
         return self._buffer.pop()
-
-    def result(self) -> BatchResult[T]:
-        """The accounting of the whole batch.
-
-        Raises:
-            RuntimeError: the stream was not consumed to the end.
-        """
-        if not self._finished:
-            raise RuntimeError("iterate the batch to the end before asking for its result")
-        return self._job.state.result()
 
     async def collect(self) -> BatchResult[T]:
         """Run the batch to the end and return its result."""

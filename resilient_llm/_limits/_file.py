@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from .._closing import Closing
 from ._budget import NEVER, Budget, BudgetSettings, check_pause
 from ._fork import after_fork
 
@@ -48,7 +49,7 @@ def _stored(value: Any) -> float:
     return NEVER if value is None else float(value)
 
 
-class FileRateLimiter(BudgetSettings):
+class FileRateLimiter(BudgetSettings, Closing):
     """Requests-per-minute and tokens-per-minute budgets shared by every process of a machine.
 
     Give every worker (gunicorn/uvicorn workers, multiprocessing pools, cron jobs) the same
@@ -98,17 +99,10 @@ class FileRateLimiter(BudgetSettings):
         after_fork(self)
 
     def reserve(self, tokens: int = 0) -> float:
-        """Book one request of ``tokens`` tokens now, for every process that shares the file.
+        """:meth:`RateLimiter.reserve`, for every process that shares the file.
 
-        Args:
-            tokens: The request's token cost.
-
-        Returns:
-            Seconds to wait before sending it.
-
-        Raises:
-            TypeError, ValueError: ``tokens`` is not an int >= 0.
-            TimeoutError: The file stayed locked for ``timeout`` seconds.
+        Raises ``TypeError`` / ``ValueError`` when ``tokens`` is not an int >= 0, and
+        ``TimeoutError`` when the file stayed locked for ``timeout`` seconds.
         """
         cost = self._budget.check_tokens(tokens)
 
@@ -163,12 +157,6 @@ class FileRateLimiter(BudgetSettings):
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
-
-    def __enter__(self) -> FileRateLimiter:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:

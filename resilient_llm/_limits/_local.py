@@ -56,16 +56,9 @@ class LocalRateLimiter(BudgetSettings):
         after_fork(self)
 
     def reserve(self, tokens: int = 0) -> float:
-        """Book one request of ``tokens`` tokens now.
+        """:meth:`RateLimiter.reserve`, for this process.
 
-        Args:
-            tokens: The request's token cost.
-
-        Returns:
-            Seconds to wait before sending it.
-
-        Raises:
-            TypeError, ValueError: ``tokens`` is not an int >= 0.
+        Raises ``TypeError`` / ``ValueError`` when ``tokens`` is not an int >= 0.
         """
         cost = self._budget.check_tokens(tokens)
         with self._lock:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio.lowlevel
 import anyio.to_thread
 
+from .._closing import AsyncClosing, Closing
 from .._lifecycle import LoopClients
 from ._budget import Bucket, Budget, BudgetSettings, check_pause
 
@@ -105,7 +106,7 @@ class _LoopRedis:
         await self.client.aclose()
 
 
-class RedisRateLimiter(BudgetSettings):
+class RedisRateLimiter(BudgetSettings, Closing, AsyncClosing):
     """Requests-per-minute and tokens-per-minute budgets shared through Redis.
 
     Give every worker on every machine the same Redis, ``key`` and budgets: together they stay
@@ -172,17 +173,10 @@ class RedisRateLimiter(BudgetSettings):
         self._sync_script = None if self._sync is None else self._sync.register_script(LUA)
 
     def reserve(self, tokens: int = 0) -> float:
-        """Book one request of ``tokens`` tokens now, for every sharer of ``key``.
+        """:meth:`RateLimiter.reserve`, for every sharer of ``key``.
 
-        Args:
-            tokens: The request's token cost.
-
-        Returns:
-            Seconds to wait before sending it.
-
-        Raises:
-            TypeError, ValueError: ``tokens`` is not an int >= 0.
-            redis.RedisError: Redis could not be reached or failed.
+        Raises ``TypeError`` / ``ValueError`` when ``tokens`` is not an int >= 0, and
+        ``redis.RedisError`` when Redis could not be reached or failed.
         """
         return self._run("reserve", self._budget.check_tokens(tokens))
 
@@ -226,18 +220,6 @@ class RedisRateLimiter(BudgetSettings):
         if self._loops is not None:
             await self._loops.aclose()
         self.close()
-
-    def __enter__(self) -> RedisRateLimiter:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> RedisRateLimiter:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def _argv(self, op: str, amount: float, now: float | None) -> list[str]:
         return [op, repr(amount), *self._args, "" if now is None else repr(now)]
