@@ -8,7 +8,6 @@ input ends as a success or a recorded failure.
 from ._async_client import AsyncResilientClient
 from ._batch.results import BatchResult, BatchStats, ItemFailure
 from ._batch.streams import AsyncBatchStream, BatchStream
-from ._call import CallDetails, ClientStats, RetryDetails
 from ._client import ResilientClient
 from ._config import (
     EmbedBatchOptions,
@@ -28,6 +27,7 @@ from ._exceptions import (
     StreamInterrupted,
 )
 from ._limits import FileRateLimiter, LocalRateLimiter, RateLimiter, RedisRateLimiter
+from ._records import CallDetails, ClientStats, RetryDetails
 from ._version import __version__
 from .batch_api import AsyncBatchJob, BatchJob, BatchJobOptions
 

@@ -20,8 +20,9 @@ import anyio.to_thread
 
 from ._answers import EmbeddingsPayload, TextAnswer, check_completion, decode_embeddings
 from ._config import MAX_BATCH_SIZE, check_model
+from ._direct import JsonRoute, json_route
 from ._exceptions import InvalidResponse
-from ._http import JsonRoute, httpx, json_route
+from ._http import httpx
 from ._streams import Opened, aopen_first, is_official_stream, open_first
 
 __all__ = [
@@ -147,7 +148,7 @@ class EmbeddingsCall:
         """The request on the wire: the raw body of the answer (:meth:`read` checks it).
 
         ``direct``: ``official`` was built by the library itself, so the request may skip the
-        SDK's machinery (:class:`~._http.JsonRoute`).
+        SDK's machinery (:class:`~._direct.JsonRoute`).
         """
         route = self._direct(official, direct)
         if route is not None:

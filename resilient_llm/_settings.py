@@ -22,7 +22,7 @@ import openai.resources.embeddings
 
 from ._batch.jobs import EmbedJob, MapJob, SummaryJob
 from ._batch.planning import Item, prepare_item, rate_cost
-from ._call import CallDetails, CallSink, CallState, ClientStats, StatsCounter
+from ._call import CallState
 from ._config import (
     BatchOptions,
     RetryPolicy,
@@ -38,6 +38,7 @@ from ._endpoints import EmbeddingRequest, EmbeddingsCall
 from ._exceptions import ClientClosedError, InvalidInput
 from ._http import prepare_tls, to_native_timeout
 from ._inputs import MAX_EMBEDDING_INPUT_TOKENS
+from ._records import CallDetails, CallSink, ClientStats, StatsCounter
 from ._secrets import register, scrub
 from ._tokens import get_token_counter
 

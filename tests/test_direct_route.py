@@ -1,7 +1,7 @@
 """The direct embeddings route against the SDK path: the same request, the same errors (SPEC §1).
 
 Clients the library builds itself send embeddings requests on the official client's own HTTP
-client without the SDK's request machinery (``resilient_llm._http.JsonRoute``); a client from
+client without the SDK's request machinery (``resilient_llm._direct.JsonRoute``); a client from
 ``openai_factory`` goes through the SDK. Both paths must put the same request on the wire and
 fail the same way, so every fault here runs through both and the errors are compared.
 """

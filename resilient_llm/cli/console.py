@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .._batch.results import BatchStats, ItemFailure
-from .._call import ClientStats
 from .._messages import duration, one_line
+from .._records import ClientStats
 from .._secrets import redact
 from .status import EXIT_INTERRUPTED, EXIT_TERMINATED
 

@@ -12,11 +12,11 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING
 
-from .._call import RetryDetails
 from .._client import ResilientClient
 from .._config import RetryPolicy, Timeouts
 from .._exceptions import DeadlineExceeded
 from .._messages import one_line, seconds
+from .._records import RetryDetails
 from .console import Console, route_logs
 from .status import EXIT_OK, EXIT_STOPPED
 
