@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import KW_ONLY, dataclass, field
 from typing import IO
 
 from .console import Console, Tally
@@ -12,6 +13,7 @@ from .io import Document, JsonlWriter, Malformed, id_key, parse_line
 __all__ = ["InputLines"]
 
 
+@dataclass
 class InputLines:
     """Input lines → the texts the library gets; the id and line of each text until it is done.
 
@@ -20,31 +22,22 @@ class InputLines:
     batch bounds how many.
     """
 
-    def __init__(
-        self,
-        source: IO[bytes],
-        done: set[str],
-        *,
-        tally: Tally,
-        console: Console,
-        failures: JsonlWriter,
-        keep_malformed: bool = False,
-    ) -> None:
-        self._source = source
-        self._done = done
-        self._tally = tally
-        self._console = console
-        self._failures = failures
-        self._seen: set[str] = set()
-        self._in_flight: dict[int, tuple[object, int]] = {}
-        self._positions = itertools.count()
-        self._keep_malformed = keep_malformed
-        #: The failures-file records of malformed lines, with ``keep_malformed``.
-        self.malformed: list[dict[str, object]] = []
+    source: IO[bytes]
+    done: set[str]  # the ids already in OUT
+    _: KW_ONLY
+    tally: Tally
+    console: Console
+    failures: JsonlWriter
+    keep_malformed: bool = False
+    #: The failures-file records of malformed lines, with ``keep_malformed``.
+    malformed: list[dict[str, object]] = field(default_factory=list, init=False)
+    _seen: set[str] = field(default_factory=set, init=False)
+    _in_flight: dict[int, tuple[object, int]] = field(default_factory=dict, init=False)
+    _positions: Iterator[int] = field(default_factory=itertools.count, init=False)
 
     def texts(self) -> Iterator[object]:
-        tally = self._tally
-        for number, raw in enumerate(self._source, start=1):
+        tally = self.tally
+        for number, raw in enumerate(self.source, start=1):
             parsed = parse_line(raw, number)
             if parsed is None:
                 tally.blank += 1
@@ -59,7 +52,7 @@ class InputLines:
                 self._malformed(parsed.line, parsed.id, f"duplicate id {key}")
                 continue
             self._seen.add(key)
-            if key in self._done:
+            if key in self.done:
                 tally.skipped += 1
                 continue
             self._in_flight[next(self._positions)] = (parsed.id, parsed.line)
@@ -70,7 +63,7 @@ class InputLines:
         return self._in_flight.pop(index)
 
     def _malformed(self, line: int, ident: object, reason: str) -> None:
-        self._tally.malformed += 1
+        self.tally.malformed += 1
         record: dict[str, object] = {
             "id": ident,
             "line": line,
@@ -79,7 +72,7 @@ class InputLines:
             "status": None,
             "attempts": 0,
         }
-        self._failures.write(record)
-        if self._keep_malformed:
+        self.failures.write(record)
+        if self.keep_malformed:
             self.malformed.append(record)
-        self._console.report_line(f"line {line}: {reason}; skipped", self._failures.path)
+        self.console.report_line(f"line {line}: {reason}; skipped", self.failures.path)

@@ -8,6 +8,7 @@ made them.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from .._batch.results import ItemFailure
 from .._messages import one_line
@@ -34,6 +35,7 @@ def failure_record(
     return record
 
 
+@dataclass(kw_only=True)
 class Outcomes:
     """Writes results and failures, and counts them.
 
@@ -47,24 +49,13 @@ class Outcomes:
         verbose: ``-vv`` shows the traceback of the first failure of each kind.
     """
 
-    def __init__(
-        self,
-        *,
-        value_field: str,
-        results: JsonlWriter,
-        failures: JsonlWriter,
-        tally: Tally,
-        reasons: Reasons,
-        console: Console,
-        verbose: int,
-    ) -> None:
-        self.value_field = value_field
-        self.results = results
-        self.failures = failures
-        self.tally = tally
-        self.reasons = reasons
-        self.console = console
-        self.verbose = verbose
+    value_field: str
+    results: JsonlWriter
+    failures: JsonlWriter
+    tally: Tally
+    reasons: Reasons
+    console: Console
+    verbose: int
 
     def succeeded(self, ident: object, value: object) -> None:
         """``{"id", value_field}`` in OUT.

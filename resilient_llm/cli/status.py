@@ -18,6 +18,7 @@ __all__ = [
     "EXIT_USAGE",
     "Terminated",
     "UsageError",
+    "interrupt_status",
     "sigterm_as_interrupt",
 ]
 
@@ -46,6 +47,11 @@ class UsageError(Exception):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, taken down the same path as Ctrl-C so that the files are closed whole."""
+
+
+def interrupt_status(exc: KeyboardInterrupt) -> int:
+    """The exit status of Ctrl-C, or of SIGTERM taken as :class:`Terminated`."""
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
 @contextlib.contextmanager
