@@ -7,7 +7,6 @@ event loop.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
@@ -19,7 +18,7 @@ from openai import AsyncOpenAI
 from .. import AsyncResilientClient, BatchResult
 from ._front import JobFront
 from ._internals import completion_text
-from ._job import JobCore, chat_request, embeddings_request, summaries_request
+from ._job import JobCore, StatePath, chat_request, embeddings_request, summaries_request
 from ._ops import (
     CreateBatch,
     Op,
@@ -36,7 +35,6 @@ from ._progress import JobProgress
 __all__ = ["AsyncBatchJob"]
 
 R = TypeVar("R")
-StatePath = str | os.PathLike[str]
 
 
 async def _lookup(official: AsyncOpenAI, op: CreateBatch) -> Any:

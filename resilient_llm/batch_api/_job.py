@@ -25,12 +25,16 @@ from ._state import JobState, JobStore
 
 __all__ = [
     "JobCore",
+    "StatePath",
     "chat_request",
     "embeddings_request",
     "summaries_request",
 ]
 
 logger = logging.getLogger("resilient_llm")
+
+#: Where a job's state file is.
+StatePath = str | os.PathLike[str]
 
 
 def _model(value: object, name: str = "model") -> str:
@@ -125,7 +129,7 @@ class JobCore:
         cls,
         kind: RequestKind,
         items: object,
-        state_path: str | os.PathLike[str],
+        state_path: StatePath,
         options: BatchJobOptions | None,
     ) -> JobCore:
         """Plan a new job, or reopen the one `state_path` holds if it is the same job.
@@ -184,7 +188,7 @@ class JobCore:
             return cls(store, state, chosen)
 
     @classmethod
-    def reopen(cls, state_path: str | os.PathLike[str], options: BatchJobOptions | None) -> JobCore:
+    def reopen(cls, state_path: StatePath, options: BatchJobOptions | None) -> JobCore:
         """Reopen the job `state_path` holds.
 
         Raises:

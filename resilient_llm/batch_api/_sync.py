@@ -6,7 +6,6 @@ calls and waits.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
@@ -17,7 +16,7 @@ from openai import OpenAI
 from .. import BatchResult, ResilientClient
 from ._front import JobFront
 from ._internals import completion_text
-from ._job import JobCore, chat_request, embeddings_request, summaries_request
+from ._job import JobCore, StatePath, chat_request, embeddings_request, summaries_request
 from ._ops import (
     CreateBatch,
     Op,
@@ -34,7 +33,6 @@ from ._progress import JobProgress
 __all__ = ["BatchJob"]
 
 R = TypeVar("R")
-StatePath = str | os.PathLike[str]
 
 
 def _lookup(official: OpenAI, op: CreateBatch) -> Any:
