@@ -15,9 +15,9 @@ Submit now, collect later (from any process): ``job.submit()``, then
 """
 
 from ._async import AsyncBatchJob
-from ._engine import JobProgress
 from ._errors import BatchAPIUnsupported, BatchLineError
 from ._options import BatchJobOptions
+from ._progress import JobProgress
 from ._sync import BatchJob
 
 __all__ = [

@@ -1,15 +1,13 @@
 """`AsyncBatchJob`: a Batch API job driven by an `AsyncResilientClient` (anyio: asyncio, trio).
 
-The twin of `BatchJob`: the same programs (`_engine`), driven with ``await``. The programs' steps
-(planning, reading answers, writing the state) run in a worker thread, off the event loop.
+The twin of `BatchJob`: the same programs (`_engine`) and `JobFront`, driven with ``await``. The
+programs' steps (planning, reading answers, writing the state) run in a worker thread, off the
+event loop.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
 import anyio
@@ -18,68 +16,37 @@ import openai
 from openai import AsyncOpenAI
 
 from .. import AsyncResilientClient, BatchResult
-from ._engine import JobProgress, Program
+from ._front import JobFront
 from ._internals import completion_text
-from ._job import JobCore, chat_request, embeddings_request, is_transient, summaries_request
+from ._job import JobCore, StatePath, chat_request, embeddings_request, summaries_request
 from ._ops import (
-    Cancel,
     CreateBatch,
-    Download,
-    ListBatches,
     Op,
-    Page,
-    Retrieve,
+    Program,
     RunLive,
-    Upload,
-    batch_info,
-    matches,
-    unsupported,
+    SdkRequest,
+    list_kwargs,
+    raise_unsupported,
+    step,
 )
 from ._options import BatchJobOptions
+from ._progress import JobProgress
 
 __all__ = ["AsyncBatchJob"]
 
-logger = logging.getLogger("resilient_llm")
-
 R = TypeVar("R")
-StatePath = str | os.PathLike[str]
-
-
-def _check_client(client: object) -> AsyncResilientClient:
-    if not isinstance(client, AsyncResilientClient):
-        hint = " (use BatchJob with a ResilientClient)" if client is not None else ""
-        raise TypeError(
-            f"client must be an AsyncResilientClient, not {type(client).__name__}{hint}"
-        )
-    return client
-
-
-def _list_kwargs(after: str | None) -> dict[str, Any]:
-    return {"limit": 100, "after": after} if after else {"limit": 100}
 
 
 async def _lookup(official: AsyncOpenAI, op: CreateBatch) -> Any:
     """The batch created for `op` by an attempt whose answer was lost, or ``None``."""
     after: str | None = None
     while True:
-        page = await official.batches.list(**_list_kwargs(after))
-        for batch in page.data:
-            if matches(batch_info(batch), op.job_id, op.shard, op.tries):
-                return batch
-        if not page.has_more or not page.data or page.data[-1].created_at < op.not_before:
-            return None
-        after = page.data[-1].id
+        found, after = op.search(await official.batches.list(**list_kwargs(after)))
+        if after is None:
+            return found
 
 
-def _step(program: Program[Any], value: Any) -> tuple[bool, Any]:
-    """Run the program to its next call (in a worker thread): ``(finished, op or result)``."""
-    try:
-        return False, program.send(value)
-    except StopIteration as stop:
-        return True, stop.value
-
-
-class AsyncBatchJob:
+class AsyncBatchJob(JobFront[AsyncResilientClient]):
     """The async twin of `BatchJob`: the same job, driven by an `AsyncResilientClient`.
 
     Make one with ``await AsyncBatchJob.embeddings(...)``, ``chat``, ``summaries`` or
@@ -88,10 +55,9 @@ class AsyncBatchJob:
     batches running and the state file consistent (resume with `open`).
     """
 
-    def __init__(self, client: AsyncResilientClient, core: JobCore) -> None:
-        self._client = client
-        self._core = core
-        self._scanned = False
+    _name = "AsyncBatchJob"
+    _client_type = AsyncResilientClient
+    _twin = "BatchJob with a ResilientClient"
 
     # ------------------------------------------------------------------ making one
 
@@ -108,7 +74,7 @@ class AsyncBatchJob:
         **params: Any,
     ) -> AsyncBatchJob:
         """A job embedding `texts`; see `BatchJob.embeddings`."""
-        client = _check_client(client)
+        client = cls._checked(client)
         kind = embeddings_request(model or client.embedding_model, dimensions, params)
         core = await anyio.to_thread.run_sync(JobCore.start, kind, texts, state, options)
         return cls(client, core)
@@ -126,7 +92,7 @@ class AsyncBatchJob:
         **params: Any,
     ) -> AsyncBatchJob:
         """A job of one chat completion per prompt; see `BatchJob.chat`."""
-        client = _check_client(client)
+        client = cls._checked(client)
         kind = chat_request(model or client.chat_model, system, params)
         core = await anyio.to_thread.run_sync(JobCore.start, kind, prompts, state, options)
         return cls(client, core)
@@ -144,7 +110,7 @@ class AsyncBatchJob:
         options: BatchJobOptions | None = None,
     ) -> AsyncBatchJob:
         """A job summarising each text; see `BatchJob.summaries`."""
-        client = _check_client(client)
+        client = cls._checked(client)
         kind = summaries_request(model or client.chat_model, instructions, max_words)
         core = await anyio.to_thread.run_sync(JobCore.start, kind, texts, state, options)
         return cls(client, core)
@@ -158,29 +124,9 @@ class AsyncBatchJob:
         options: BatchJobOptions | None = None,
     ) -> AsyncBatchJob:
         """Reopen the job saved in `state`; see `BatchJob.open`."""
-        client = _check_client(client)
+        client = cls._checked(client)
         core = await anyio.to_thread.run_sync(JobCore.reopen, state, options)
         return cls(client, core)
-
-    # ------------------------------------------------------------------ facts
-
-    @property
-    def id(self) -> str:
-        """The job's id: the ``resilient_llm_job`` metadata of its batches."""
-        return self._core.job_id
-
-    @property
-    def state_path(self) -> str:
-        """The state file."""
-        return str(self._core.store.path)
-
-    @property
-    def kind(self) -> str:
-        """``"embeddings"`` or ``"chat"``."""
-        return self._core.kind
-
-    def __repr__(self) -> str:
-        return f"AsyncBatchJob(id={self.id!r}, kind={self.kind!r}, state={self.state_path!r})"
 
     # ------------------------------------------------------------------ acting
 
@@ -195,40 +141,24 @@ class AsyncBatchJob:
     async def collect(self) -> BatchResult[Any] | None:
         """One pass; the result if the job is finished, else ``None``."""
         if (await self._pass()).finished:
-            return await self._drive(self._core.engine.result())
+            return await self._drive(self._result())
         return None
 
     # `timeout` (not a cancel scope) so that giving up never cuts a pass short: the state
     # stays at its last step either way, but a clean stop is easier to reason about.
     async def wait(self, *, timeout: float | None = None) -> BatchResult[Any]:  # noqa: ASYNC109
         """Submit, then wait until every input has its final outcome; see `BatchJob.wait`."""
-        started = time.monotonic()
-        interval = self._core.options.poll_interval
-        failures = 0
-        done = -1
+        poll = self._poll(timeout)
         while True:
             try:
                 progress = await self._pass()
             except Exception as exc:
-                failures += 1
-                if not is_transient(exc) or failures >= self._core.options.max_poll_errors:
+                if not poll.retry(exc):
                     raise
-                logger.warning(
-                    "batch job %s: looking at the batches failed (%s: %s); trying again in %.0f s",
-                    self.id,
-                    type(exc).__name__,
-                    exc,
-                    interval,
-                )
             else:
-                failures = 0
-                if progress.finished:
-                    return await self._drive(self._core.engine.result())
-                interval = self._core.next_interval(interval, progress.done != done)
-                done = progress.done
-            if self._core.timed_out(started, timeout):
-                raise self._core.timeout_error(cast(float, timeout))
-            await anyio.sleep(interval)
+                if poll.finished(progress):
+                    return await self._drive(self._result())
+            await anyio.sleep(poll.pause())
 
     async def run(self) -> BatchResult[Any]:
         """Submit and wait: the result of the whole job."""
@@ -236,107 +166,56 @@ class AsyncBatchJob:
 
     async def cancel(self) -> JobProgress:
         """Cancel the job; see `BatchJob.cancel`."""
-        progress = await self._drive(self._core.engine.cancel(scan=not self._scanned))
-        self._scanned = True
-        return progress
+        return await self._drive(self._cancelling())
 
     # ------------------------------------------------------------------ driving
 
     async def _pass(self) -> JobProgress:
-        progress = await self._drive(self._core.engine.advance(scan=not self._scanned))
-        self._scanned = True
-        return progress
+        return await self._drive(self._advance())
 
     async def _drive(self, program: Program[R]) -> R:
         value: Any = None
         try:
             while True:
-                finished, item = await anyio.to_thread.run_sync(_step, program, value)
+                finished, item = await anyio.to_thread.run_sync(step, program, value)
                 if finished:
                     return cast(R, item)
                 value = await self._execute(item)
         finally:
             program.close()
 
-    def _base_url(self) -> str:
-        return str(self._client.openai.base_url)
-
     async def _execute(self, op: Op) -> Any:
         try:
-            return await self._dispatch(op)
+            if isinstance(op, RunLive):
+                return await self._run_live(op)
+            return await self._send(op.request(self._core.options))
         except Exception as exc:
-            translated = unsupported(exc, self._base_url(), op)
-            if translated is exc:
-                raise
-            raise translated from exc
+            raise_unsupported(exc, self._base_url(), op)
+            raise
 
-    def _deadline(self, value: float | None) -> dict[str, float]:
-        return {} if value is None else {"deadline": value}
+    async def _send(self, request: SdkRequest) -> Any:
+        try:
+            call = self._client.call
+            return request.answer(await call(self._sdk(request), **request.call_options()))
+        except openai.BadRequestError:
+            if request.ended_ok:
+                return None
+            raise
 
-    async def _dispatch(self, op: Op) -> Any:
-        call = self._client.call
-        options = self._core.options
-        if isinstance(op, Retrieve):
-
-            async def batches_retrieve(official: AsyncOpenAI) -> Any:
-                return await official.batches.retrieve(op.batch_id)
-
-            return batch_info(await call(batches_retrieve))
-        if isinstance(op, ListBatches):
-
-            async def batches_list(official: AsyncOpenAI) -> Page:
-                page = await official.batches.list(**_list_kwargs(op.after))
-                return Page([batch_info(b) for b in page.data], bool(page.has_more))
-
-            return await call(batches_list)
-        if isinstance(op, Upload):
-
-            async def files_create(official: AsyncOpenAI) -> str:
-                made = await official.files.create(
-                    file=(op.filename, op.data, "application/jsonl"), purpose="batch"
-                )
-                return made.id
-
-            return await call(files_create, **self._deadline(options.upload_deadline))
-        if isinstance(op, CreateBatch):
-            return batch_info(await call(self._creator(op)))
-        if isinstance(op, Download):
-
-            async def files_content(official: AsyncOpenAI) -> bytes:
-                return bytes((await official.files.content(op.file_id)).content)
-
-            return await call(files_content, **self._deadline(options.download_deadline))
-        if isinstance(op, Cancel):
-
-            async def batches_cancel(official: AsyncOpenAI) -> Any:
-                return await official.batches.cancel(op.batch_id)
-
-            try:
-                return batch_info(await call(batches_cancel))
-            except openai.BadRequestError:
-                return None  # it ended before the cancel arrived: the next look collects it
-        assert isinstance(op, RunLive)
-        return await self._run_live(op)
-
-    @staticmethod
-    def _creator(op: CreateBatch) -> Any:
+    def _sdk(self, request: SdkRequest) -> Callable[[AsyncOpenAI], Any]:
         attempts = 0
 
-        async def batches_create(official: AsyncOpenAI) -> Any:
+        async def function(official: AsyncOpenAI) -> Any:
             nonlocal attempts
             attempts += 1
-            if attempts > 1:  # an earlier attempt may have created it and lost the answer
-                found = await _lookup(official, op)
+            if request.lookup is not None and attempts > 1:
+                # An earlier attempt may have created it and lost the answer.
+                found = await _lookup(official, request.lookup)
                 if found is not None:
                     return found
-            return await official.batches.create(
-                input_file_id=op.input_file_id,
-                endpoint=cast(Any, op.endpoint),
-                completion_window="24h",
-                metadata=op.metadata,
-            )
+            return request.read(await request.method(official)(*request.args, **request.kwargs))
 
-        return batches_create
+        return request.named(function, "AsyncBatchJob")
 
     async def _run_live(self, op: RunLive) -> BatchResult[Any]:
         client = self._client

@@ -23,18 +23,13 @@ leaves a state from which the next pass continues without creating any batch twi
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-import time
-from collections.abc import Generator
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from .. import BatchResult, BatchStats, InvalidInput, ItemFailure
-from ._answers import Answer, Decoder, chat_decoder, embeddings_decoder, read_answers
-from ._errors import BatchLineError
-from ._internals import BatchAccountant
+from .. import BatchResult
+from ._answers import Answer
+from ._ended import Missing, batch_failure, read_shard
 from ._ops import (
     JOB_KEY,
     LOOKUP_SKEW,
@@ -43,96 +38,21 @@ from ._ops import (
     BatchInfo,
     Cancel,
     CreateBatch,
-    Download,
     ListBatches,
-    Op,
     Page,
+    Program,
     Retrieve,
-    RunLive,
     Upload,
     matches,
 )
-from ._plan import filter_lines, line_inputs, line_ranges
+from ._plan import filter_lines
+from ._progress import JobProgress, progress_of
+from ._result import Settled, job_result
 from ._state import JobState, JobStore, Shard, to_ranges
 
-__all__ = ["JobEngine", "JobProgress", "Program"]
+__all__ = ["JobEngine"]
 
 logger = logging.getLogger("resilient_llm")
-
-R = TypeVar("R")
-Program = Generator[Op, Any, R]
-
-# Batch errors that name a problem of the input file: sending the same lines again cannot help.
-_PERMANENT_BATCH_ERRORS = frozenset(
-    {
-        "invalid_json_line",
-        "duplicate_custom_id",
-        "url_mismatch",
-        "model_mismatch",
-        "empty_file",
-        "too_many_tasks",
-        "missing_required_parameter",
-        "invalid_method",
-        "invalid_request",
-        "file_not_found",
-    }
-)
-_TOKEN_LIMIT = "token_limit_exceeded"
-
-
-@dataclass(frozen=True, slots=True)
-class JobProgress:
-    """Where a Batch API job stands.
-
-    Attributes:
-        job_id: the job's id (metadata ``resilient_llm_job`` of its batches).
-        total: inputs.
-        done: inputs with a final outcome.
-        succeeded: inputs with a value.
-        failed: inputs with a final failure (inputs never sent included).
-        shards: shards by stage and batch status, for example ``{"in_progress": 2,
-            "collected": 1}`` (a running shard shows its batch's status).
-        finished: every input has its final outcome: the result can be assembled.
-        cancelled: the job was cancelled.
-    """
-
-    job_id: str
-    total: int
-    done: int
-    succeeded: int
-    failed: int
-    shards: dict[str, int]
-    finished: bool
-    cancelled: bool
-
-
-def progress_of(state: JobState) -> JobProgress:
-    """The progress a state records."""
-    shards: dict[str, int] = {}
-    for shard in state.shards:
-        key = shard.stage
-        if shard.stage in ("created", "done") and shard.batch_status:
-            key = shard.batch_status
-        shards[key] = shards.get(key, 0) + 1
-    succeeded = sum(s.succeeded for s in state.shards if s.stage == "collected")
-    failed = len(state.rejected) + sum(s.failed for s in state.shards if s.stage == "collected")
-    return JobProgress(
-        job_id=state.job_id,
-        total=state.total,
-        done=succeeded + failed,
-        succeeded=succeeded,
-        failed=failed,
-        shards=shards,
-        finished=state.finished,
-        cancelled=state.cancelled,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Settled:
-    """A collected shard's final answers (those not sent on to a later shard)."""
-
-    finals: list[Answer]
 
 
 class JobEngine:
@@ -148,7 +68,7 @@ class JobEngine:
         self.options = options
         # Final answers of the shards this object collected, by shard: the result is assembled
         # from them without downloading the files again.
-        self._settled: dict[int, _Settled] = {}
+        self._settled: dict[int, Settled] = {}
 
     # ---------------------------------------------------------------- passes
 
@@ -303,75 +223,8 @@ class JobEngine:
             self.store.save(state)
             in_flight += 1
 
-    def _decoder(self, state: JobState) -> Decoder:
-        if state.kind == "embeddings":
-            return embeddings_decoder(state.request.get("dimensions"))
-        return chat_decoder()
-
-    def _read(self, state: JobState, shard: Shard) -> Program[dict[int, Answer]]:
-        """Download and check a shard's answers (the last one per input wins)."""
-        expected = set(shard.indices())
-        decode = self._decoder(state)
-        answers: dict[int, Answer] = {}
-        for file_id in (shard.error_file_id, shard.output_file_id):
-            if file_id is None:
-                continue
-            data: bytes = yield Download(file_id)
-            for answer in read_answers(data, expected, decode, state.endpoint):
-                answers[answer.index] = answer
-        return answers
-
-    def _batch_failure(
-        self, state: JobState, shard: Shard
-    ) -> tuple[dict[int, Answer], bool] | None:
-        """Answers for a batch that ``failed`` as a whole; ``None`` if it did not.
-
-        Returns:
-            The answers, and whether the shard goes back to the queue as it is (the
-            enqueued-token limit: it was refused for now, not for its content).
-        """
-        if shard.batch_status != "failed":
-            return None
-        errors = shard.batch_errors or [{"code": "failed", "message": "the batch failed"}]
-        codes = {str(error.get("code")) for error in errors}
-        line_ids = line_ranges(self.store.read_shard(shard.shard))
-        described = "; ".join(
-            f"{error.get('code')}: {error.get('message')}"
-            + (f" (line {error['line']})" if error.get("line") else "")
-            for error in errors[:3]
-        )
-        if _TOKEN_LIMIT in codes:
-            others = sum(s.stage == "created" for s in state.shards if s is not shard)
-            if others and shard.tries <= self.options["max_resubmits"]:
-                state.in_flight_limit = max(1, others)
-                logger.warning(
-                    "batch job %s: shard %d refused (%s); at most %d batches in flight from now",
-                    state.job_id,
-                    shard.shard,
-                    described,
-                    state.in_flight_limit,
-                )
-                return {}, True
-        lines = {
-            int(error["line"])
-            for error in errors
-            if isinstance(error.get("line"), int) and 1 <= error["line"] <= len(line_ids)
-        }
-        code = sorted(codes)[0]
-        bystander = BatchLineError(f"its batch failed on other lines ({described})", code=code)
-        culprit = BatchLineError(f"the batch failed: {described}", code=code)
-        permanent = bool(lines) or codes <= _PERMANENT_BATCH_ERRORS
-        answers: dict[int, Answer] = {}
-        for number, (first, count) in enumerate(line_ids, 1):
-            for index in range(first, first + count):
-                if lines and number not in lines:
-                    answers[index] = Answer(index, error=bystander, transient=True)
-                else:
-                    answers[index] = Answer(index, error=culprit, transient=not permanent)
-        return answers, False
-
     def _collect(self, state: JobState, shard: Shard) -> Program[None]:
-        failure = self._batch_failure(state, shard)
+        failure = batch_failure(self.store, state, shard, self.options["max_resubmits"])
         if failure is not None:
             answers, requeue = failure
             if requeue:
@@ -381,11 +234,11 @@ class JobEngine:
                 self.store.save(state)
                 return
         else:
-            answers = yield from self._read(state, shard)
+            answers = yield from read_shard(state, shard)
         finals: list[Answer] = []
         missing: list[int] = []
         leftovers: list[int] = []
-        absent = _Missing(shard)
+        absent = Missing(shard)
         rate_limited = expired = 0
         resend = not state.cancelled and shard.round < self.options["max_resubmits"]
         for index in shard.indices():
@@ -438,7 +291,7 @@ class JobEngine:
         shard.failed = len(finals) - shard.succeeded
         shard.stage = "collected"
         self.store.save(state)
-        self._settled[shard.shard] = _Settled(finals)
+        self._settled[shard.shard] = Settled(finals)
 
     # ---------------------------------------------------------------- the result
 
@@ -448,174 +301,4 @@ class JobEngine:
         Raises:
             RuntimeError: the job is not finished.
         """
-        with self.store.locked():
-            state = self.store.load()
-        if not state.finished:
-            raise RuntimeError(
-                f"batch job {state.job_id} is not finished: {progress_of(state).shards}"
-            )
-        finals: dict[int, tuple[Answer, int, Shard]] = {}
-        by_round = sorted(state.shards, key=lambda s: (s.round, s.shard))
-        sent_later: set[int] = set()
-        later_rounds: dict[int, set[int]] = {}
-        for shard in reversed(by_round):
-            later_rounds[shard.shard] = set(sent_later)
-            if shard.round > 0:
-                sent_later.update(shard.indices())
-        for shard in by_round:
-            attempts = shard.round + shard.tries
-            if shard.never_sent:
-                error = BatchLineError(
-                    "the job was cancelled before it was sent", code="cancelled_by_user"
-                )
-                for index in shard.indices():
-                    if index not in later_rounds[shard.shard]:
-                        finals[index] = (Answer(index, error=error), shard.round, shard)
-                continue
-            settled = self._settled.get(shard.shard)
-            if settled is None:
-                settled = yield from self._reread(state, shard, later_rounds[shard.shard])
-            for answer in settled.finals:
-                finals[answer.index] = (answer, attempts, shard)
-        fallback = None
-        if self.options.get("fallback") and not state.cancelled:
-            fallback = yield from self._fallback(state, finals)
-        return self._assemble(state, finals, fallback)
-
-    def _reread(self, state: JobState, shard: Shard, later: set[int]) -> Program[_Settled]:
-        failure = self._batch_failure(state, shard)
-        answers = failure[0] if failure is not None else (yield from self._read(state, shard))
-        absent = _Missing(shard)
-        finals = [
-            answers.get(index) or absent(index) for index in shard.indices() if index not in later
-        ]
-        return _Settled(finals)
-
-    def _fallback(
-        self, state: JobState, finals: dict[int, tuple[Answer, int, Shard]]
-    ) -> Program[tuple[list[int], BatchResult[Any]] | None]:
-        leftovers = sorted(
-            index
-            for index, (answer, _, _) in finals.items()
-            if answer.error is not None and (answer.transient or answer.shared)
-        )
-        if not leftovers:
-            return None
-        wanted = set(leftovers)
-        inputs: dict[int, Any] = {}
-        for shard in state.shards:
-            if wanted.intersection(shard.indices()):
-                inputs.update(line_inputs(self.store.read_shard(shard.shard), wanted))
-        params = dict(state.request.get("params") or {})
-        if state.kind == "embeddings" and state.request.get("dimensions") is not None:
-            params["dimensions"] = state.request["dimensions"]
-        logger.warning(
-            "batch job %s: %d inputs left after the batches; running them live",
-            state.job_id,
-            len(leftovers),
-        )
-        result: BatchResult[Any] = yield RunLive(
-            state.kind, [inputs[index] for index in leftovers], state.model, params
-        )
-        return leftovers, result
-
-    def _assemble(
-        self,
-        state: JobState,
-        finals: dict[int, tuple[Answer, int, Shard]],
-        fallback: tuple[list[int], BatchResult[Any]] | None,
-    ) -> BatchResult[Any]:
-        accountant: BatchAccountant[Any] = BatchAccountant(keep_values=True)
-        accountant.expect(state.total)
-        live: dict[int, int] = {}
-        if fallback is not None:
-            live = {index: position for position, index in enumerate(fallback[0])}
-        replaced: dict[int, ItemFailure] = {}
-        live_failures = {f.index: f for f in fallback[1].failures} if fallback else {}
-        previews = self._previews(state, finals)
-        for record in state.rejected:
-            accountant.failure(
-                record["index"], InvalidInput(record["message"]), attempts=0, item=record["item"]
-            )
-        for index, (answer, attempts, _) in sorted(finals.items()):
-            if fallback is not None and index in live:
-                position, outcome = live[index], fallback[1]
-                failure = live_failures.get(position)
-                if failure is None:
-                    accountant.success(index, outcome.values[position])
-                    continue
-                replaced[index] = dataclasses.replace(
-                    failure, index=index, attempts=failure.attempts + attempts
-                )
-            if answer.error is None:
-                accountant.success(index, answer.value)
-            else:
-                assert answer.error is not None
-                accountant.failure(
-                    index, answer.error, attempts=attempts, item=previews.get(index, "")
-                )
-        result = accountant.result(max(0.0, time.time() - state.created_at))
-        # The Batch API's own counts: lines are its requests; inputs sent again are retries.
-        sent = [s for s in state.shards if s.tries]
-        requeued = sum(s.size * (s.tries - 1) for s in sent)  # refused for the token limit
-        counts = {
-            "requests": sum(s.sent_lines for s in sent),
-            "retries": requeued + sum(s.size for s in sent if s.round),
-            "rate_limited": sum(s.rate_limited for s in state.shards) + requeued,
-            "timeouts": sum(s.expired for s in state.shards),
-            "prompt_tokens": sum(s.input_tokens for s in state.shards),
-            "total_tokens": sum(s.total_tokens for s in state.shards),
-        }
-        if fallback is not None:
-            extra = fallback[1].stats
-            for name in counts:
-                counts[name] += getattr(extra, name)
-            counts["bisections"] = result.stats.bisections + extra.bisections
-        stats: BatchStats = dataclasses.replace(result.stats, **counts)
-        failures = [replaced.get(f.index, f) for f in result.failures]
-        return BatchResult(values=result.values, failures=failures, stats=stats)
-
-    def _previews(
-        self, state: JobState, finals: dict[int, tuple[Answer, int, Shard]]
-    ) -> dict[int, Any]:
-        """The inputs of failed lines, read back from the shard files, for failure previews."""
-        wanted_by_shard: dict[int, set[int]] = {}
-        for index, (answer, _, shard) in finals.items():
-            if answer.error is not None:
-                wanted_by_shard.setdefault(shard.shard, set()).add(index)
-        previews: dict[int, Any] = {}
-        for number, wanted in wanted_by_shard.items():
-            for index, value in line_inputs(self.store.read_shard(number), wanted).items():
-                if isinstance(value, list) and value and isinstance(value[-1], dict):
-                    value = value[-1].get("content", value)
-                previews[index] = value
-        return previews
-
-
-class _Missing:
-    """Answers for lines in neither file of their ended batch: one shared error per batch.
-
-    Sharing it lets the accountant log the traceback once, not once per line.
-    """
-
-    def __init__(self, shard: Shard) -> None:
-        status = shard.batch_status
-        self.expired = status == "expired"
-        self.cancelled = status == "cancelled"
-        if self.expired:
-            message, code = "the batch expired before the line ran", "batch_expired"
-        elif self.cancelled:
-            message, code = "the batch was cancelled before the line ran", "batch_cancelled"
-        else:
-            message = f"batch {shard.batch_id} ({status}) has no answer for it"
-            code = "no_answer"
-        self.error = BatchLineError(f"{code}: {message}", code=code)
-
-    def __call__(self, index: int) -> Answer:
-        return Answer(
-            index,
-            error=self.error,
-            transient=True,
-            expired=self.expired,
-            cancelled=self.cancelled,
-        )
+        return job_result(self.store, self.options, self._settled)

@@ -9,9 +9,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import openai
-
-from .. import DeadlineExceeded, InvalidInput
+from .. import InvalidInput
 from ._engine import JobEngine
 from ._internals import summary_messages
 from ._options import BatchJobOptions
@@ -27,15 +25,16 @@ from ._state import JobState, JobStore
 
 __all__ = [
     "JobCore",
+    "StatePath",
     "chat_request",
     "embeddings_request",
-    "is_transient",
     "summaries_request",
 ]
 
 logger = logging.getLogger("resilient_llm")
 
-_TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+#: Where a job's state file is.
+StatePath = str | os.PathLike[str]
 
 
 def _model(value: object, name: str = "model") -> str:
@@ -93,18 +92,6 @@ def summaries_request(model: str, instructions: str | None, max_words: int | Non
     return chat_kind(_model(model), {}, messages, request)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """A failed look at the batches worth trying again at the next poll."""
-    if isinstance(exc, (openai.APIConnectionError, DeadlineExceeded)):
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        body = exc.body if isinstance(exc.body, dict) else {}
-        if body.get("code") == "insufficient_quota":
-            return False
-        return exc.status_code in _TRANSIENT_STATUSES or exc.status_code >= 500
-    return False
-
-
 def _differences(state: JobState, kind: RequestKind, digest: str, total: int) -> list[str]:
     found = []
     for name, old, new in (
@@ -142,7 +129,7 @@ class JobCore:
         cls,
         kind: RequestKind,
         items: object,
-        state_path: str | os.PathLike[str],
+        state_path: StatePath,
         options: BatchJobOptions | None,
     ) -> JobCore:
         """Plan a new job, or reopen the one `state_path` holds if it is the same job.
@@ -201,7 +188,7 @@ class JobCore:
             return cls(store, state, chosen)
 
     @classmethod
-    def reopen(cls, state_path: str | os.PathLike[str], options: BatchJobOptions | None) -> JobCore:
+    def reopen(cls, state_path: StatePath, options: BatchJobOptions | None) -> JobCore:
         """Reopen the job `state_path` holds.
 
         Raises:
@@ -217,18 +204,3 @@ class JobCore:
             state = store.load()
         chosen = options or BatchJobOptions.from_state(state.limits, state.options)
         return cls(store, state, chosen)
-
-    def next_interval(self, interval: float, changed: bool) -> float:
-        """The wait before the next look: back to the first when something moved."""
-        if changed:
-            return self.options.poll_interval
-        return min(interval * 1.5, self.options.max_poll_interval)
-
-    def timed_out(self, started: float, timeout: float | None) -> bool:
-        return timeout is not None and time.monotonic() - started >= timeout
-
-    def timeout_error(self, timeout: float) -> TimeoutError:
-        return TimeoutError(
-            f"batch job {self.job_id} is not finished after {timeout:g} s; its batches keep "
-            f"running: wait again later (BatchJob.open(client, {str(self.store.path)!r}))"
-        )

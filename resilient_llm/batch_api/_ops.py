@@ -1,18 +1,24 @@
-"""The calls a job asks its driver to make, and what comes back (no I/O here).
+"""The calls a job asks its driver to make, what comes back, and how the SDK makes each (no I/O).
 
-The job's logic is a generator (`_engine`) that yields these records; the sync and async drivers
-carry each out through the client's ``call()`` (retries, deadline) and send back the result,
-the way tenacity's ``iter`` decides and its two loops act.
+The job's logic is a generator (`_engine`, a `Program`) that yields these records; the sync and
+async drivers carry each out through the client's ``call()`` (retries, deadline) and send back
+the result, the way tenacity's ``iter`` decides and its two loops act. What an op asks of the
+official SDK (method, arguments, what to read from the answer) is its `SdkRequest`, written
+once here: the drivers only call and wait.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 
 from ._errors import BatchAPIUnsupported
+
+if TYPE_CHECKING:
+    from ._options import BatchJobOptions
 
 __all__ = [
     "BatchInfo",
@@ -24,15 +30,21 @@ __all__ = [
     "ListBatches",
     "Op",
     "Page",
+    "Program",
     "Retrieve",
     "RunLive",
     "SHARD_KEY",
+    "SdkRequest",
     "TRY_KEY",
     "Upload",
     "batch_info",
+    "list_kwargs",
     "matches",
-    "unsupported",
+    "raise_unsupported",
+    "step",
 ]
+
+R = TypeVar("R")
 
 JOB_KEY = "resilient_llm_job"
 SHARD_KEY = "resilient_llm_shard"
@@ -89,6 +101,68 @@ def matches(info: BatchInfo, job_id: str, shard: int, tries: int) -> bool:
     )
 
 
+def _same(answer: Any) -> Any:
+    return answer
+
+
+def _page(answer: Any) -> Page:
+    return Page([batch_info(b) for b in answer.data], bool(answer.has_more))
+
+
+def _id(answer: Any) -> Any:
+    return answer.id
+
+
+def _content(answer: Any) -> bytes:
+    return bytes(answer.content)
+
+
+def list_kwargs(after: str | None) -> dict[str, Any]:
+    """The arguments of ``batches.list`` for the page after `after` (newest first)."""
+    return {"limit": 100, "after": after} if after else {"limit": 100}
+
+
+@dataclass(frozen=True, slots=True)
+class SdkRequest:
+    """One method of the official SDK that an op calls through ``client.call``.
+
+    Attributes:
+        name: ``resource_method`` (``batches_retrieve``): the SDK method, and the name of the
+            function ``client.call`` runs (its operation in logs and events).
+        args, kwargs: the method's arguments.
+        read: applied to the SDK's answer within the attempt.
+        answer: applied to what ``client.call`` returns: the op's result.
+        deadline: the call's ``deadline=`` (``None``: the client's).
+        lookup: before a retry, look for the batch an earlier attempt created (`CreateBatch`).
+        ended_ok: a 400 means the batch had ended first: the op's result is ``None``.
+    """
+
+    name: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    read: Callable[[Any], Any] = _same
+    answer: Callable[[Any], Any] = _same
+    deadline: float | None = None
+    lookup: CreateBatch | None = None
+    ended_ok: bool = False
+
+    def method(self, official: Any) -> Any:
+        """The bound SDK method on `official` (an ``OpenAI`` or ``AsyncOpenAI``)."""
+        resource, _, method = self.name.partition("_")
+        return getattr(getattr(official, resource), method)
+
+    def call_options(self) -> dict[str, float]:
+        """The keyword arguments of ``client.call`` besides the function."""
+        return {} if self.deadline is None else {"deadline": self.deadline}
+
+    def named(self, function: Callable[..., Any], driver: str) -> Callable[..., Any]:
+        """`function`, named as the driver's own function for this call was (``operation``)."""
+        scope = "_creator" if self.lookup is not None else "_dispatch"
+        function.__name__ = self.name
+        function.__qualname__ = f"{driver}.{scope}.<locals>.{self.name}"
+        return function
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     """One page of ``GET /batches``, newest first."""
@@ -103,6 +177,9 @@ class ListBatches:
 
     after: str | None
 
+    def request(self, options: BatchJobOptions) -> SdkRequest:
+        return SdkRequest("batches_list", kwargs=list_kwargs(self.after), read=_page)
+
 
 @dataclass(frozen=True, slots=True)
 class Upload:
@@ -110,6 +187,15 @@ class Upload:
 
     filename: str
     data: bytes
+
+    def request(self, options: BatchJobOptions) -> SdkRequest:
+        file = (self.filename, self.data, "application/jsonl")
+        return SdkRequest(
+            "files_create",
+            kwargs={"file": file, "purpose": "batch"},
+            read=_id,
+            deadline=options.upload_deadline,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +214,35 @@ class CreateBatch:
     tries: int
     not_before: float
 
+    def request(self, options: BatchJobOptions) -> SdkRequest:
+        kwargs = {
+            "input_file_id": self.input_file_id,
+            "endpoint": self.endpoint,
+            "completion_window": "24h",
+            "metadata": self.metadata,
+        }
+        return SdkRequest("batches_create", kwargs=kwargs, answer=batch_info, lookup=self)
+
+    def search(self, page: Any) -> tuple[Any, str | None]:
+        """This batch in one page of ``batches.list``: ``(batch, None)``; not there:
+        ``(None, the next page's cursor)``, or ``(None, None)`` when no older page can hold it.
+        """
+        for batch in page.data:
+            if matches(batch_info(batch), self.job_id, self.shard, self.tries):
+                return batch, None
+        if not page.has_more or not page.data or page.data[-1].created_at < self.not_before:
+            return None, None
+        return None, page.data[-1].id
+
 
 @dataclass(frozen=True, slots=True)
 class Retrieve:
     """``GET /batches/{id}`` → `BatchInfo`."""
 
     batch_id: str
+
+    def request(self, options: BatchJobOptions) -> SdkRequest:
+        return SdkRequest("batches_retrieve", (self.batch_id,), answer=batch_info)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +251,21 @@ class Download:
 
     file_id: str
 
+    def request(self, options: BatchJobOptions) -> SdkRequest:
+        return SdkRequest(
+            "files_content", (self.file_id,), read=_content, deadline=options.download_deadline
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
     """``POST /batches/{id}/cancel`` → `BatchInfo` (``None`` if it had ended already)."""
 
     batch_id: str
+
+    def request(self, options: BatchJobOptions) -> SdkRequest:
+        # A 400: it ended before the cancel arrived; the next look collects it.
+        return SdkRequest("batches_cancel", (self.batch_id,), answer=batch_info, ended_ok=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,12 +279,22 @@ class RunLive:
 
 
 Op = ListBatches | Upload | CreateBatch | Retrieve | Download | Cancel | RunLive
+#: A job's logic: yields the ops to carry out, is sent their results, returns its value.
+Program = Generator[Op, Any, R]
 
 
-def unsupported(exc: BaseException, base_url: str, op: Op) -> BaseException:
-    """`BatchAPIUnsupported` for a 404/405 on a collection endpoint; `exc` otherwise."""
+def step(program: Program[Any], value: Any) -> tuple[bool, Any]:
+    """Run the program to its next op: ``(finished, op or result)``."""
+    try:
+        return False, program.send(value)
+    except StopIteration as stop:
+        return True, stop.value
+
+
+def raise_unsupported(exc: Exception, base_url: str, op: Op) -> None:
+    """Raise `BatchAPIUnsupported` for a 404/405 on a collection endpoint; else return."""
     if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (404, 405):
-        return exc
+        return
     if isinstance(op, ListBatches):
         request = "GET /batches"
     elif isinstance(op, Upload):
@@ -174,7 +302,7 @@ def unsupported(exc: BaseException, base_url: str, op: Op) -> BaseException:
     elif isinstance(op, CreateBatch):
         request = "POST /batches"
     else:
-        return exc
+        return
     error = BatchAPIUnsupported(base_url, exc.status_code, request)
     error.__cause__ = exc
-    return error
+    raise error from exc

@@ -1,69 +1,50 @@
-"""`BatchJob`: a Batch API job driven by a `ResilientClient` (blocking)."""
+"""`BatchJob`: a Batch API job driven by a `ResilientClient` (blocking).
+
+The job's logic is in its programs (`_engine`) and in `JobFront`; this driver only makes the
+calls and waits.
+"""
 
 from __future__ import annotations
 
-import logging
-import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
 import openai
 from openai import OpenAI
 
 from .. import BatchResult, ResilientClient
-from ._engine import JobProgress, Program
+from ._front import JobFront
 from ._internals import completion_text
-from ._job import JobCore, chat_request, embeddings_request, is_transient, summaries_request
+from ._job import JobCore, StatePath, chat_request, embeddings_request, summaries_request
 from ._ops import (
-    Cancel,
     CreateBatch,
-    Download,
-    ListBatches,
     Op,
-    Page,
-    Retrieve,
+    Program,
     RunLive,
-    Upload,
-    batch_info,
-    matches,
-    unsupported,
+    SdkRequest,
+    list_kwargs,
+    raise_unsupported,
+    step,
 )
 from ._options import BatchJobOptions
+from ._progress import JobProgress
 
 __all__ = ["BatchJob"]
 
-logger = logging.getLogger("resilient_llm")
-
 R = TypeVar("R")
-StatePath = str | os.PathLike[str]
-
-
-def _check_client(client: object) -> ResilientClient:
-    if not isinstance(client, ResilientClient):
-        hint = " (use AsyncBatchJob with an AsyncResilientClient)" if client is not None else ""
-        raise TypeError(f"client must be a ResilientClient, not {type(client).__name__}{hint}")
-    return client
-
-
-def _list_kwargs(after: str | None) -> dict[str, Any]:
-    return {"limit": 100, "after": after} if after else {"limit": 100}
 
 
 def _lookup(official: OpenAI, op: CreateBatch) -> Any:
     """The batch created for `op` by an attempt whose answer was lost, or ``None``."""
     after: str | None = None
     while True:
-        page = official.batches.list(**_list_kwargs(after))
-        for batch in page.data:
-            if matches(batch_info(batch), op.job_id, op.shard, op.tries):
-                return batch
-        if not page.has_more or not page.data or page.data[-1].created_at < op.not_before:
-            return None
-        after = page.data[-1].id
+        found, after = op.search(official.batches.list(**list_kwargs(after)))
+        if after is None:
+            return found
 
 
-class BatchJob:
+class BatchJob(JobFront[ResilientClient]):
     """A job over any number of inputs through OpenAI's Batch API, resumable after a crash.
 
     Half the price of live calls and its own rate pool, with the accounting of
@@ -84,10 +65,9 @@ class BatchJob:
         >>> result = job.run()  # or job.submit(); later BatchJob.open(client, ...).collect()
     """
 
-    def __init__(self, client: ResilientClient, core: JobCore) -> None:
-        self._client = client
-        self._core = core
-        self._scanned = False
+    _name = "BatchJob"
+    _client_type = ResilientClient
+    _twin = "AsyncBatchJob with an AsyncResilientClient"
 
     # ------------------------------------------------------------------ making one
 
@@ -120,7 +100,7 @@ class BatchJob:
         Raises:
             ValueError: `state` holds another job.
         """
-        client = _check_client(client)
+        client = cls._checked(client)
         kind = embeddings_request(model or client.embedding_model, dimensions, params)
         return cls(client, JobCore.start(kind, texts, state, options))
 
@@ -147,7 +127,7 @@ class BatchJob:
             options: splitting, resubmission, polling and fallback options.
             **params: more fields of the request (``temperature``, ``max_tokens``...).
         """
-        client = _check_client(client)
+        client = cls._checked(client)
         kind = chat_request(model or client.chat_model, system, params)
         return cls(client, JobCore.start(kind, prompts, state, options))
 
@@ -167,7 +147,7 @@ class BatchJob:
 
         Texts longer than the model's context fail alone (no map-reduce in a batch).
         """
-        client = _check_client(client)
+        client = cls._checked(client)
         kind = summaries_request(model or client.chat_model, instructions, max_words)
         return cls(client, JobCore.start(kind, texts, state, options))
 
@@ -185,27 +165,7 @@ class BatchJob:
         Raises:
             FileNotFoundError: no state file there.
         """
-        return cls(_check_client(client), JobCore.reopen(state, options))
-
-    # ------------------------------------------------------------------ facts
-
-    @property
-    def id(self) -> str:
-        """The job's id: the ``resilient_llm_job`` metadata of its batches."""
-        return self._core.job_id
-
-    @property
-    def state_path(self) -> str:
-        """The state file."""
-        return str(self._core.store.path)
-
-    @property
-    def kind(self) -> str:
-        """``"embeddings"`` or ``"chat"``."""
-        return self._core.kind
-
-    def __repr__(self) -> str:
-        return f"BatchJob(id={self.id!r}, kind={self.kind!r}, state={self.state_path!r})"
+        return cls(cls._checked(client), JobCore.reopen(state, options))
 
     # ------------------------------------------------------------------ acting
 
@@ -224,7 +184,7 @@ class BatchJob:
     def collect(self) -> BatchResult[Any] | None:
         """One pass (like `submit`); the result if the job is finished, else ``None``."""
         if self._pass().finished:
-            return self._drive(self._core.engine.result())
+            return self._drive(self._result())
         return None
 
     def wait(self, *, timeout: float | None = None) -> BatchResult[Any]:
@@ -240,33 +200,17 @@ class BatchJob:
             TimeoutError: `timeout` passed first.
             BatchAPIUnsupported: the server has no Batch API.
         """
-        started = time.monotonic()
-        interval = self._core.options.poll_interval
-        failures = 0
-        done = -1
+        poll = self._poll(timeout)
         while True:
             try:
                 progress = self._pass()
             except Exception as exc:
-                failures += 1
-                if not is_transient(exc) or failures >= self._core.options.max_poll_errors:
+                if not poll.retry(exc):
                     raise
-                logger.warning(
-                    "batch job %s: looking at the batches failed (%s: %s); trying again in %.0f s",
-                    self.id,
-                    type(exc).__name__,
-                    exc,
-                    interval,
-                )
             else:
-                failures = 0
-                if progress.finished:
-                    return self._drive(self._core.engine.result())
-                interval = self._core.next_interval(interval, progress.done != done)
-                done = progress.done
-            if self._core.timed_out(started, timeout):
-                raise self._core.timeout_error(cast(float, timeout))
-            time.sleep(interval)
+                if poll.finished(progress):
+                    return self._drive(self._result())
+            time.sleep(poll.pause())
 
     def run(self) -> BatchResult[Any]:
         """Submit and wait: the result of the whole job."""
@@ -278,109 +222,55 @@ class BatchJob:
         Lines that had not run become failures (never sent again); answers already in become
         values. `wait` or `collect` then return the result once the batches have stopped.
         """
-        scan = not self._scanned
-        progress = self._drive(self._core.engine.cancel(scan=scan))
-        self._scanned = True
-        return progress
+        return self._drive(self._cancelling())
 
     # ------------------------------------------------------------------ driving
 
     def _pass(self) -> JobProgress:
-        progress = self._drive(self._core.engine.advance(scan=not self._scanned))
-        self._scanned = True
-        return progress
+        return self._drive(self._advance())
 
     def _drive(self, program: Program[R]) -> R:
         value: Any = None
         try:
             while True:
-                try:
-                    op = program.send(value)
-                except StopIteration as stop:
-                    return cast(R, stop.value)
-                value = self._execute(op)
+                finished, item = step(program, value)
+                if finished:
+                    return cast(R, item)
+                value = self._execute(item)
         finally:
             program.close()
 
-    def _base_url(self) -> str:
-        return str(self._client.openai.base_url)
-
     def _execute(self, op: Op) -> Any:
         try:
-            return self._dispatch(op)
+            if isinstance(op, RunLive):
+                return self._run_live(op)
+            return self._send(op.request(self._core.options))
         except Exception as exc:
-            translated = unsupported(exc, self._base_url(), op)
-            if translated is exc:
-                raise
-            raise translated from exc
+            raise_unsupported(exc, self._base_url(), op)
+            raise
 
-    def _deadline(self, value: float | None) -> dict[str, float]:
-        return {} if value is None else {"deadline": value}
+    def _send(self, request: SdkRequest) -> Any:
+        try:
+            return request.answer(self._client.call(self._sdk(request), **request.call_options()))
+        except openai.BadRequestError:
+            if request.ended_ok:
+                return None
+            raise
 
-    def _dispatch(self, op: Op) -> Any:
-        call = self._client.call
-        options = self._core.options
-        if isinstance(op, Retrieve):
-
-            def batches_retrieve(official: OpenAI) -> Any:
-                return official.batches.retrieve(op.batch_id)
-
-            return batch_info(call(batches_retrieve))
-        if isinstance(op, ListBatches):
-
-            def batches_list(official: OpenAI) -> Page:
-                page = official.batches.list(**_list_kwargs(op.after))
-                return Page([batch_info(b) for b in page.data], bool(page.has_more))
-
-            return call(batches_list)
-        if isinstance(op, Upload):
-
-            def files_create(official: OpenAI) -> str:
-                made = official.files.create(
-                    file=(op.filename, op.data, "application/jsonl"), purpose="batch"
-                )
-                return made.id
-
-            return call(files_create, **self._deadline(options.upload_deadline))
-        if isinstance(op, CreateBatch):
-            return batch_info(call(self._creator(op)))
-        if isinstance(op, Download):
-
-            def files_content(official: OpenAI) -> bytes:
-                return bytes(official.files.content(op.file_id).content)
-
-            return call(files_content, **self._deadline(options.download_deadline))
-        if isinstance(op, Cancel):
-
-            def batches_cancel(official: OpenAI) -> Any:
-                return official.batches.cancel(op.batch_id)
-
-            try:
-                return batch_info(call(batches_cancel))
-            except openai.BadRequestError:
-                return None  # it ended before the cancel arrived: the next look collects it
-        assert isinstance(op, RunLive)
-        return self._run_live(op)
-
-    @staticmethod
-    def _creator(op: CreateBatch) -> Any:
+    def _sdk(self, request: SdkRequest) -> Callable[[OpenAI], Any]:
         attempts = 0
 
-        def batches_create(official: OpenAI) -> Any:
+        def function(official: OpenAI) -> Any:
             nonlocal attempts
             attempts += 1
-            if attempts > 1:  # an earlier attempt may have created it and lost the answer
-                found = _lookup(official, op)
+            if request.lookup is not None and attempts > 1:
+                # An earlier attempt may have created it and lost the answer.
+                found = _lookup(official, request.lookup)
                 if found is not None:
                     return found
-            return official.batches.create(
-                input_file_id=op.input_file_id,
-                endpoint=cast(Any, op.endpoint),
-                completion_window="24h",
-                metadata=op.metadata,
-            )
+            return request.read(request.method(official)(*request.args, **request.kwargs))
 
-        return batches_create
+        return request.named(function, "BatchJob")
 
     def _run_live(self, op: RunLive) -> BatchResult[Any]:
         client = self._client

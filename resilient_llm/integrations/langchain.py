@@ -17,15 +17,11 @@ from typing import Any
 from pydantic import AliasChoices, Field, PrivateAttr, model_validator
 from typing_extensions import Self, Unpack
 
-try:
-    from langchain_core.embeddings import Embeddings
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "resilient_llm.integrations.langchain needs langchain-core: "
-        "pip install 'resilient-llm[langchain]'"
-    ) from exc
-
 from ._engine import EmbeddingEngine, EmbeddingOptions, OptionsKwargs
+from ._extras import needs
+
+with needs(__name__, "langchain-core", "langchain"):
+    from langchain_core.embeddings import Embeddings
 
 __all__ = ["ResilientEmbeddings"]
 

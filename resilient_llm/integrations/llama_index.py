@@ -17,16 +17,12 @@ from typing import Any
 from pydantic import Field, PrivateAttr, model_validator
 from typing_extensions import Unpack
 
-try:
+from ._engine import EmbeddingEngine, EmbeddingOptions, OptionsKwargs
+from ._extras import needs
+
+with needs(__name__, "llama-index-core", "llama-index"):
     from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
     from llama_index.core.callbacks.base import CallbackManager
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "resilient_llm.integrations.llama_index needs llama-index-core: "
-        "pip install 'resilient-llm[llama-index]'"
-    ) from exc
-
-from ._engine import EmbeddingEngine, EmbeddingOptions, OptionsKwargs
 
 __all__ = ["ResilientEmbedding"]
 

@@ -35,28 +35,23 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-try:
+from ._extras import needs
+
+with needs(__name__, "ray[data]", "ray"):
     import ray.data  # type: ignore[import-not-found,unused-ignore]
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "resilient_llm.integrations.ray needs ray[data]: pip install 'resilient-llm[ray]'"
-    ) from exc
 
 from .._client import ResilientClient
-from .._config import EmbedBatchOptions, MapOptions, SummarizeBatchOptions, check_positive
-from .._limits import LocalRateLimiter
-from .pandas import (
-    ATTEMPTS,
-    BATCH_STATS,
-    ERROR_MESSAGE,
-    ERROR_TYPE,
-    BatchStopped,
-    JobSummary,
-    embed_frame,
-    map_frame,
-    summarize_frame,
+from .._config import EmbedBatchOptions, MapOptions, SummarizeBatchOptions
+from ._actor_options import (
+    ACTOR_OPTIONS,
+    CLIENT_OPTIONS,
+    Actors,
+    actor_rate_limiter,
+    check_dataset_options,
 )
+from ._outcomes import ATTEMPTS, BATCH_STATS, ERROR_MESSAGE, ERROR_TYPE, BatchStopped, JobSummary
 from .pandas import collect_stats as collect_frame_stats
+from .pandas import embed_frame, map_frame, summarize_frame
 
 if TYPE_CHECKING:
     import pandas as pd  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -82,31 +77,12 @@ logger = logging.getLogger("resilient_llm")
 #: Rows handed to one actor call by the ``*_dataset`` helpers (Ray's ``batch_size``).
 DEFAULT_ROWS_PER_BATCH = 1024
 
-# Options of the ResilientClient each actor builds; every other option goes to the batch call.
-CLIENT_OPTIONS = frozenset(
-    {
-        "api_key",
-        "base_url",
-        "organization",
-        "project",
-        "default_headers",
-        "chat_model",
-        "embedding_model",
-        "timeouts",
-        "deadline",
-        "retry",
-        "max_concurrency",
-        "openai_factory",
-        "on_retry",
-        "on_call",
-    }
-)
-# Set once per actor, for the actor's lifetime, rather than per batch.
-_ACTOR_OPTIONS = frozenset(
-    {"requests_per_minute", "tokens_per_minute", "rate_limiter", "rate_window"}
-)
-
-Actors = int | tuple[int, int] | tuple[int, int, int]
+#: The ``*_frame`` function each kind of actor runs a batch of rows through.
+_FRAMES: dict[str, Callable[..., pd.DataFrame]] = {
+    "embeddings": embed_frame,
+    "summaries": summarize_frame,
+    "map": map_frame,
+}
 
 
 class _Dataset(Protocol):
@@ -116,7 +92,11 @@ class _Dataset(Protocol):
 
 
 class _Rows:
-    """What the three actor classes share: the client, the rate limit, the options."""
+    """What the three actor classes share: the client, the rate limit, the options, the call.
+
+    A subclass names its ``*_frame`` function (`_kind`), its options, and the defaults of its
+    columns; the actor options (``actors``, ``requests_per_minute``...) are taken here.
+    """
 
     _kind: str
     _batch_options: frozenset[str]
@@ -167,7 +147,18 @@ class _Rows:
             raise
 
     def _run(self, batch: pd.DataFrame) -> pd.DataFrame:
-        raise NotImplementedError
+        return _FRAMES[self._kind](
+            batch,
+            self.client,
+            *self._frame_args(),
+            column=self.column,
+            output_column=self.output_column,
+            **self.batch_options,
+        )
+
+    def _frame_args(self) -> tuple[Any, ...]:
+        """The positional arguments of the ``*_frame`` function after the client."""
+        return ()
 
     def close(self) -> None:
         """Close the actor's client (Ray calls ``__del__`` when it shuts the actor down)."""
@@ -219,40 +210,12 @@ class Embed(_Rows):
     """
 
     _kind = "embeddings"
-    _batch_options = frozenset(EmbedBatchOptions.__optional_keys__) - _ACTOR_OPTIONS
+    _batch_options = frozenset(EmbedBatchOptions.__optional_keys__) - ACTOR_OPTIONS
 
     def __init__(
-        self,
-        *,
-        column: str = "text",
-        output_column: str = "embedding",
-        actors: Actors | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        rate_limiter: Any = None,
-        rate_window: float = 60.0,
-        **options: Any,
+        self, *, column: str = "text", output_column: str = "embedding", **options: Any
     ) -> None:
-        super().__init__(
-            column=column,
-            output_column=output_column,
-            actors=actors,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            rate_limiter=rate_limiter,
-            rate_window=rate_window,
-            **options,
-        )
-
-    def _run(self, batch: pd.DataFrame) -> pd.DataFrame:
-        assert self.column is not None
-        return embed_frame(
-            batch,
-            self.client,
-            column=self.column,
-            output_column=self.output_column,
-            **self.batch_options,
-        )
+        super().__init__(column=column, output_column=output_column, **options)
 
 
 class Summarize(_Rows):
@@ -268,40 +231,12 @@ class Summarize(_Rows):
     """
 
     _kind = "summaries"
-    _batch_options = frozenset(SummarizeBatchOptions.__optional_keys__) - _ACTOR_OPTIONS
+    _batch_options = frozenset(SummarizeBatchOptions.__optional_keys__) - ACTOR_OPTIONS
 
     def __init__(
-        self,
-        *,
-        column: str = "text",
-        output_column: str = "summary",
-        actors: Actors | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        rate_limiter: Any = None,
-        rate_window: float = 60.0,
-        **options: Any,
+        self, *, column: str = "text", output_column: str = "summary", **options: Any
     ) -> None:
-        super().__init__(
-            column=column,
-            output_column=output_column,
-            actors=actors,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            rate_limiter=rate_limiter,
-            rate_window=rate_window,
-            **options,
-        )
-
-    def _run(self, batch: pd.DataFrame) -> pd.DataFrame:
-        assert self.column is not None
-        return summarize_frame(
-            batch,
-            self.client,
-            column=self.column,
-            output_column=self.output_column,
-            **self.batch_options,
-        )
+        super().__init__(column=column, output_column=output_column, **options)
 
 
 class Map(_Rows):
@@ -327,36 +262,15 @@ class Map(_Rows):
         *,
         column: str | None = None,
         output_column: str = "result",
-        actors: Actors | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        rate_limiter: Any = None,
-        rate_window: float = 60.0,
         **options: Any,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         self.fn = fn
-        super().__init__(
-            column=column,
-            output_column=output_column,
-            actors=actors,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            rate_limiter=rate_limiter,
-            rate_window=rate_window,
-            **options,
-        )
+        super().__init__(column=column, output_column=output_column, **options)
 
-    def _run(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return map_frame(
-            batch,
-            self.client,
-            self.fn,
-            column=self.column,
-            output_column=self.output_column,
-            **self.batch_options,
-        )
+    def _frame_args(self) -> tuple[Any, ...]:
+        return (self.fn,)
 
 
 # --- the dataset helpers -------------------------------------------------------------------
@@ -432,22 +346,8 @@ def _map_dataset(
     map_batches_options: Mapping[str, Any] | None,
     options: dict[str, Any],
 ) -> Any:
-    low, high = _pool_bounds(actors)
-    if (
-        isinstance(rows_per_batch, bool)
-        or not isinstance(rows_per_batch, int)
-        or rows_per_batch < 1
-    ):
-        raise ValueError(f"rows_per_batch must be an int >= 1, got {rows_per_batch!r}")
-    unknown = sorted(set(options) - CLIENT_OPTIONS - udf._batch_options - _ACTOR_OPTIONS)
-    if unknown:
-        raise TypeError(f"unexpected option {unknown[0]!r}")
     # Checked here, on the driver, rather than in every actor once the job has started.
-    _check_rate_options(
-        options.get("requests_per_minute"),
-        options.get("tokens_per_minute"),
-        options.get("rate_limiter"),
-    )
+    low, high = check_dataset_options(actors, rows_per_batch, udf._batch_options, options)
     compute = (
         ray.data.ActorPoolStrategy(size=low)
         if low == high
@@ -465,7 +365,7 @@ def _map_dataset(
     )
 
 
-# --- accounting and rate limits ------------------------------------------------------------
+# --- accounting ------------------------------------------------------------------------
 
 
 def collect_stats(ds: _Dataset) -> JobSummary:
@@ -485,77 +385,3 @@ def collect_stats(ds: _Dataset) -> JobSummary:
         batch_format="pandas", batch_size=None
     )
     return collect_frame_stats(frames)
-
-
-def actor_rate_limiter(
-    *,
-    actors: Actors | None,
-    requests_per_minute: float | None,
-    tokens_per_minute: float | None,
-    rate_limiter: Any,
-    window: float = 60.0,
-) -> Any:
-    """The limiter of one actor's client: a shared one, this actor's share of the budget, or
-    ``None``."""
-    _check_rate_options(requests_per_minute, tokens_per_minute, rate_limiter)
-    if rate_limiter is not None:
-        limiter = rate_limiter if _is_limiter(rate_limiter) else rate_limiter()
-        if not _is_limiter(limiter):
-            raise TypeError(
-                "rate_limiter's factory must return a RateLimiter (with reserve() and pause()), "
-                f"not {type(limiter).__name__}"
-            )
-        return limiter
-    if requests_per_minute is None and tokens_per_minute is None:
-        return None
-    if actors is None:
-        raise ValueError(
-            "requests_per_minute and tokens_per_minute are the job's budget, divided among its "
-            "actors: pass actors= (the size of the actor pool given to map_batches), or use "
-            "embed_dataset / summarize_dataset / map_dataset, which pass it on"
-        )
-    _, share = _pool_bounds(actors)
-    check_positive("rate_window", window)
-    return LocalRateLimiter(
-        requests_per_minute=None if requests_per_minute is None else requests_per_minute / share,
-        tokens_per_minute=None if tokens_per_minute is None else tokens_per_minute / share,
-        window=window,
-    )
-
-
-def _check_rate_options(
-    requests_per_minute: float | None, tokens_per_minute: float | None, rate_limiter: Any
-) -> None:
-    if rate_limiter is None:
-        return
-    if requests_per_minute is not None or tokens_per_minute is not None:
-        raise ValueError(
-            "give either rate_limiter= (one budget every actor shares, set on the limiter) or "
-            "requests_per_minute= / tokens_per_minute= (a budget divided among the actors), "
-            "not both"
-        )
-    if not _is_limiter(rate_limiter) and not callable(rate_limiter):
-        raise TypeError(
-            "rate_limiter must be a RateLimiter (with reserve() and pause()) or a factory "
-            f"that returns one, not {type(rate_limiter).__name__}"
-        )
-
-
-def _is_limiter(value: object) -> bool:
-    return hasattr(value, "reserve") and hasattr(value, "pause")
-
-
-def _pool_bounds(actors: object) -> tuple[int, int]:
-    """``(min, max)`` of an actor pool given as ``n``, ``(min, max)`` or ``(min, max, initial)``."""
-    sizes = actors if isinstance(actors, tuple) else (actors, actors)
-    if len(sizes) == 3:
-        sizes = sizes[:2]
-    if (
-        len(sizes) != 2
-        or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes)
-        or sizes[0] > sizes[1]
-    ):
-        raise ValueError(
-            f"actors must be an int >= 1, or (min, max) with 1 <= min <= max, got {actors!r}"
-        )
-    return sizes[0], sizes[1]
