@@ -15,7 +15,7 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from .. import ResilientLLMError
+from .._exceptions import ResilientLLMError
 from ._errors import BatchLineError
 from ._internals import completion_text, decode_embedding, httpx
 from ._plan import index_of

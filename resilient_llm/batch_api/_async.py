@@ -15,7 +15,8 @@ import anyio.to_thread
 import openai
 from openai import AsyncOpenAI
 
-from .. import AsyncResilientClient, BatchResult
+from .._async_client import AsyncResilientClient
+from .._batch.results import BatchResult
 from ._front import JobFront
 from ._internals import completion_text
 from ._job import JobCore, StatePath, chat_request, embeddings_request, summaries_request

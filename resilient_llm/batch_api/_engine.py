@@ -27,7 +27,7 @@ import logging
 import math
 from typing import Any
 
-from .. import BatchResult
+from .._batch.results import BatchResult
 from ._answers import Answer
 from ._ended import Missing, batch_failure, read_shard
 from ._ops import (

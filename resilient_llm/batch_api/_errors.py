@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import ResilientLLMError
+from .._exceptions import ResilientLLMError
 
 __all__ = ["BatchAPIUnsupported", "BatchLineError"]
 

@@ -11,7 +11,8 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import openai
 
-from .. import BatchResult, DeadlineExceeded
+from .._batch.results import BatchResult
+from .._exceptions import DeadlineExceeded
 from ._job import JobCore
 from ._ops import Program
 from ._progress import JobProgress

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .. import InvalidInput
+from .._exceptions import InvalidInput
 from ._engine import JobEngine
 from ._internals import summary_messages
 from ._options import BatchJobOptions

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .. import InvalidInput
+from .._exceptions import InvalidInput
 from ._internals import check_messages, preview, prompt_messages
 from ._state import JobStore, Shard, to_ranges
 

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .. import BatchResult, BatchStats, InvalidInput, ItemFailure
+from .._batch.results import BatchResult, BatchStats, ItemFailure
+from .._exceptions import InvalidInput
 from ._answers import Answer
 from ._ended import Missing, batch_failure, read_shard
 from ._errors import BatchLineError

@@ -13,7 +13,8 @@ from typing import Any, TypeVar, cast
 import openai
 from openai import OpenAI
 
-from .. import BatchResult, ResilientClient
+from .._batch.results import BatchResult
+from .._client import ResilientClient
 from ._front import JobFront
 from ._internals import completion_text
 from ._job import JobCore, StatePath, chat_request, embeddings_request, summaries_request
