@@ -5,7 +5,7 @@ Each worker process sends embeddings requests one after another through a plain
 a process of its own and enforces the budget itself (a sliding window; 429 above it), so the
 figures come from its request log: requests it admitted per window, against the budget.
 
-    python -m benchmarks.rate_limits [--rpm 1200] [--window 10] [--windows 2] [--redis URL]
+    python -m benchmarks.rate_limits [--rpm 1200] [--window 10] [--windows 2] [--redis URL] [--save]
 
 With no ``--redis``, a ``redis-server`` on a free port is started when one is installed. The
 ceiling is ``window / (window + slack)`` of the budget (the limiter's slack is a twentieth of
@@ -226,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, default=2, help="windows measured per run")
     parser.add_argument("--redis", help="a redis:// URL (default: start a redis-server)")
     parser.add_argument("--processes", type=int, nargs="*", default=list(PROCESS_COUNTS))
+    parser.add_argument(
+        "--save",
+        action="store_true",
+        help="keep the report in benchmarks/results/ for BENCHMARKS.md (python -m benchmarks)",
+    )
     args = parser.parse_args(argv)
 
     started_redis = None
@@ -259,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     print(report)
-    save_report("rate_limits", report)
+    if args.save:
+        save_report("rate_limits", report)
     return 0
 
 

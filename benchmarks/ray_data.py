@@ -1,6 +1,6 @@
 """Ray Data: rows/s of resilient_llm's actors vs Ray's own OpenAI-compatible HTTP path.
 
-    python -m benchmarks.ray_data [--rows 2000] [--large-rows 20000] [--retries 3]
+    python -m benchmarks.ray_data [--rows 2000] [--large-rows 20000] [--retries 3] [--save]
 
 Both run on one local Ray (``num_cpus=2``, two actors each) against the loopback server in its
 own process (``python -m resilient_llm mock-server --latency 50ms``, with ``--fail-rate 0.2`` for
@@ -228,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         "--large-rows", type=int, default=20_000, help="an extra run of ours (0: none)"
     )
     parser.add_argument("--retries", type=int, default=3, help="max_retries of Ray's path")
+    parser.add_argument(
+        "--save",
+        action="store_true",
+        help="keep the report in benchmarks/results/ for BENCHMARKS.md (python -m benchmarks)",
+    )
     args = parser.parse_args(argv)
 
     import pandas
@@ -269,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     print(report)
-    save_report("ray_data", report)
+    if args.save:
+        save_report("ray_data", report)
     return 0
 
 

@@ -930,8 +930,8 @@ class Report:
 
 
 SEPARATE = {
-    "rate_limits": "python -m benchmarks.rate_limits",
-    "ray_data": "python -m benchmarks.ray_data",
+    "rate_limits": "python -m benchmarks.rate_limits --save",
+    "ray_data": "python -m benchmarks.ray_data --save",
 }
 
 
