@@ -25,7 +25,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._api import chat_reply_text, embedding_vector
+    from ._chat import chat_reply_text
+    from ._embeddings import embedding_vector
     from ._faults import Fault
     from ._server import MockOpenAIServer
     from ._stats import RequestRecord, ServerStats
@@ -46,8 +47,8 @@ _LOCATIONS = {
     "MockOpenAIServer": "._server",
     "RequestRecord": "._stats",
     "ServerStats": "._stats",
-    "chat_reply_text": "._api",
-    "embedding_vector": "._api",
+    "chat_reply_text": "._chat",
+    "embedding_vector": "._embeddings",
 }
 
 
