@@ -1,29 +1,38 @@
 """The OpenAI-compatible endpoints as pure functions from a request to a reply (no I/O).
 
-`parse_request` routes a request to its endpoint's parser and `respond` to its answer: one module
-each for embeddings, chat completions and the Responses API; the models list is here. Shapes
-follow OpenAI's OpenAPI description (`CreateEmbeddingResponse`, `CreateChatCompletionResponse`,
-`CreateChatCompletionStreamResponse`, `Response` and the `ResponseStreamEvent`s,
-`ListModelsResponse`, `ErrorResponse`); limits and messages follow what the real API answers.
+`parse_request` routes a request to its endpoint's parser and `respond` to its answer. Chat
+completions and the Responses API have a module each (`_chat`, `_responses`), the embeddings body
+checks are in `_embeddings`; the embeddings answer (assembled from cached vectors: the hot path)
+and the models list are here. Shapes follow OpenAI's OpenAPI description
+(`CreateEmbeddingResponse`, `CreateChatCompletionResponse`, `CreateChatCompletionStreamResponse`,
+`Response` and the `ResponseStreamEvent`s, `ListModelsResponse`, `ErrorResponse`); limits and
+messages follow what the real API answers.
 """
 
 from __future__ import annotations
 
+import array
+import base64
 import contextlib
+import hashlib
 import json
+import math
+import random
+import sys
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
 from ._chat import chat_reply, parse_chat
 from ._defects import EMBEDDING_DEFECTS, alter_embeddings
-from ._embeddings import embeddings_reply, parse_embeddings
+from ._embeddings import parse_embeddings
 from ._limits import SizeLimits
 from ._reply import JSON_HEADERS, Reply, error_reply
 from ._request import ApiRequest, is_unknown_model, model_not_found
 from ._responses import parse_responses, responses_reply
 
-__all__ = ["KNOWN_MODELS", "parse_request", "respond"]
+__all__ = ["KNOWN_MODELS", "embedding_vector", "parse_request", "respond"]
 
 _EMBEDDING_ONLY = frozenset(EMBEDDING_DEFECTS)
 
@@ -105,6 +114,52 @@ def _too_large(req: ApiRequest, body: bytes, limits: SizeLimits | None) -> bool:
     return True
 
 
+# The benchmarks (benchmarks/_serve.py) replace `_api._embedding_json` with an unbounded cache:
+# `_embeddings` below must keep looking it up here.
+@lru_cache(maxsize=8192)
+def _embedding_json(key: str, dimensions: int, as_base64: bool) -> str:
+    # Seeded by a stable hash (not `hash()`, which changes per process), so the same text gets
+    # the same vector in every run; the first k values do not depend on `dimensions`, so a
+    # shortened embedding is the renormalised prefix of the full one, as with OpenAI's models.
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    rng = random.Random(int.from_bytes(digest, "little"))
+    raw = [rng.random() - 0.5 for _ in range(dimensions)]
+    norm = math.hypot(*raw) or 1.0
+    vector = array.array("f", [x / norm for x in raw])
+    if as_base64:
+        if sys.byteorder != "little":
+            vector.byteswap()
+        return '"' + base64.b64encode(vector.tobytes()).decode("ascii") + '"'
+    return "[" + ",".join(map(repr, vector.tolist())) + "]"
+
+
+def embedding_vector(text: str, dimensions: int = 1536) -> list[float]:
+    """The vector the server returns for `text`, for assertions in tests.
+
+    Args:
+        text: An embedding input.
+        dimensions: Vector length.
+
+    Returns:
+        The unit-length vector (float32 values).
+    """
+    result: list[float] = json.loads(_embedding_json(text, dimensions, False))
+    return result
+
+
+def _embeddings(req: ApiRequest) -> Reply:
+    dims, b64 = req.dimensions, req.base64
+    # Assembled from cached per-text fragments: re-encoding vectors would dominate the hot path.
+    items = ",".join(
+        f'{{"object":"embedding","index":{i},"embedding":{_embedding_json(key, dims, b64)}}}'
+        for i, key in enumerate(req.keys)
+    )
+    tokens = req.prompt_tokens
+    usage = f'{{"prompt_tokens":{tokens},"total_tokens":{tokens}}}'
+    body = f'{{"object":"list","data":[{items}],"model":{json.dumps(req.model)},"usage":{usage}}}'
+    return Reply(200, JSON_HEADERS, body.encode(), prompt_tokens=req.prompt_tokens)
+
+
 def _model_object(model_id: str) -> dict[str, Any]:
     for known, created, owner in KNOWN_MODELS:
         if known == model_id:
@@ -147,7 +202,7 @@ def respond(req: ApiRequest, number: int, defect: str = "", at: int = -1) -> Rep
                 f"script it with path={target!r}"
             )
     if req.endpoint == "embeddings":
-        reply = embeddings_reply(req)
+        reply = _embeddings(req)
         if defect:
             reply.body = alter_embeddings(reply.body, defect, at)
         return reply

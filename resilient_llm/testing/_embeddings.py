@@ -1,22 +1,12 @@
-"""``POST /v1/embeddings``: its body checked, and its answer: a deterministic unit vector per
-input (no I/O)."""
+"""``POST /v1/embeddings``: its body checked as OpenAI checks it, against its own limits and the
+server's opt-in ones (no I/O). The answer is built in `_api`."""
 
 from __future__ import annotations
 
-import array
-import base64
-import hashlib
-import json
-import math
-import random
-import sys
-from functools import lru_cache
-
 from ._limits import SizeLimits, context_refusal
-from ._reply import JSON_HEADERS, Reply
 from ._request import ApiRequest, check_model, estimate_tokens, invalid, load_object
 
-__all__ = ["embedding_vector", "embeddings_reply", "parse_embeddings"]
+__all__ = ["parse_embeddings"]
 
 MAX_EMBEDDING_INPUTS = 2048
 MAX_INPUT_TOKENS = 8192
@@ -112,47 +102,3 @@ def parse_embeddings(req: ApiRequest, body: bytes, limits: SizeLimits | None) ->
         return
     req.base64 = encoding == "base64"
     check_model(req)
-
-
-@lru_cache(maxsize=8192)
-def _embedding_json(key: str, dimensions: int, as_base64: bool) -> str:
-    # Seeded by a stable hash (not `hash()`, which changes per process), so the same text gets
-    # the same vector in every run; the first k values do not depend on `dimensions`, so a
-    # shortened embedding is the renormalised prefix of the full one, as with OpenAI's models.
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    rng = random.Random(int.from_bytes(digest, "little"))
-    raw = [rng.random() - 0.5 for _ in range(dimensions)]
-    norm = math.hypot(*raw) or 1.0
-    vector = array.array("f", [x / norm for x in raw])
-    if as_base64:
-        if sys.byteorder != "little":
-            vector.byteswap()
-        return '"' + base64.b64encode(vector.tobytes()).decode("ascii") + '"'
-    return "[" + ",".join(map(repr, vector.tolist())) + "]"
-
-
-def embedding_vector(text: str, dimensions: int = 1536) -> list[float]:
-    """The vector the server returns for `text`, for assertions in tests.
-
-    Args:
-        text: An embedding input.
-        dimensions: Vector length.
-
-    Returns:
-        The unit-length vector (float32 values).
-    """
-    result: list[float] = json.loads(_embedding_json(text, dimensions, False))
-    return result
-
-
-def embeddings_reply(req: ApiRequest) -> Reply:
-    dims, b64 = req.dimensions, req.base64
-    # Assembled from cached per-text fragments: re-encoding vectors would dominate the hot path.
-    items = ",".join(
-        f'{{"object":"embedding","index":{i},"embedding":{_embedding_json(key, dims, b64)}}}'
-        for i, key in enumerate(req.keys)
-    )
-    tokens = req.prompt_tokens
-    usage = f'{{"prompt_tokens":{tokens},"total_tokens":{tokens}}}'
-    body = f'{{"object":"list","data":[{items}],"model":{json.dumps(req.model)},"usage":{usage}}}'
-    return Reply(200, JSON_HEADERS, body.encode(), prompt_tokens=req.prompt_tokens)
