@@ -25,7 +25,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._api import chat_reply_text, embedding_vector
+    from ._api import embedding_vector
+    from ._chat import chat_reply_text
     from ._faults import Fault
     from ._server import MockOpenAIServer
     from ._stats import RequestRecord, ServerStats
@@ -46,7 +47,7 @@ _LOCATIONS = {
     "MockOpenAIServer": "._server",
     "RequestRecord": "._stats",
     "ServerStats": "._stats",
-    "chat_reply_text": "._api",
+    "chat_reply_text": "._chat",
     "embedding_vector": "._api",
 }
 

@@ -8,7 +8,8 @@ import signal
 import sys
 import threading
 import types
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 __all__ = [
     "batch_settings",
@@ -18,6 +19,8 @@ __all__ = [
     "run_mock_server_cli",
     "server_options",
 ]
+
+_T = TypeVar("_T")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$")
 
@@ -62,20 +65,6 @@ def parse_latency(text: str) -> float | tuple[float, float]:
     return parse_duration(text)
 
 
-def _latency_argument(text: str) -> float | tuple[float, float]:
-    try:
-        return parse_latency(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _duration_argument(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def parse_batch_setting(text: str) -> tuple[str, float | int | bool | None]:
     """Parse ``NAME=VALUE``, a setting of ``BatchEmulator.configure``.
 
@@ -103,11 +92,17 @@ def parse_batch_setting(text: str) -> tuple[str, float | int | bool | None]:
         raise ValueError(f"{name}: not a number, true, false or none: {raw!r}") from None
 
 
-def _batch_setting_argument(text: str) -> tuple[str, float | int | bool | None]:
-    try:
-        return parse_batch_setting(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _argument(parse: Callable[[str], _T]) -> Callable[[str], _T]:
+    """`parse` as an argparse ``type``: its `ValueError` becomes the usage error's message."""
+
+    def convert(text: str) -> _T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
 
 
 def _positive_int(text: str) -> int:
@@ -132,7 +127,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=4010, help="port, 0 for any (default: 4010)")
     parser.add_argument(
         "--latency",
-        type=_latency_argument,
+        type=_argument(parse_latency),
         default=0.0,
         help="added to every request: 50ms, 0.05s, 0.05, or a range 20ms-80ms",
     )
@@ -187,7 +182,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--stream-chunk-interval",
-        type=_duration_argument,
+        type=_argument(parse_duration),
         default=0.0,
         metavar="DURATION",
         help="pause before each chunk of a streamed answer: 50ms, 0.05s or 0.05",
@@ -195,7 +190,7 @@ def _build_parser() -> argparse.ArgumentParser:
     batch = parser.add_argument_group("Batch API", "the emulated /v1/files and /v1/batches")
     batch.add_argument(
         "--batch",
-        type=_batch_setting_argument,
+        type=_argument(parse_batch_setting),
         action="append",
         default=[],
         metavar="NAME=VALUE",

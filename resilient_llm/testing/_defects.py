@@ -12,9 +12,35 @@ import base64
 import json
 import math
 import sys
-from typing import Any
+from typing import Any, Literal, get_args
 
-__all__ = ["REFUSAL_TEXT", "TOOL_NAME", "alter_embeddings", "tool_arguments"]
+__all__ = [
+    "CHAT_DEFECTS",
+    "EMBEDDING_DEFECTS",
+    "REFUSAL_TEXT",
+    "TOOL_NAME",
+    "ChatDefect",
+    "EmbeddingDefect",
+    "alter_embeddings",
+    "tool_arguments",
+]
+
+EmbeddingDefect = Literal[
+    "missing",
+    "index_negative",
+    "index_too_large",
+    "duplicate_index",
+    "empty_vector",
+    "short_vector",
+    "nan",
+    "infinity",
+    "reversed",
+]
+ChatDefect = Literal[
+    "empty", "content_filter", "refusal", "tool_calls", "no_choices", "missing_choices"
+]
+EMBEDDING_DEFECTS: tuple[str, ...] = get_args(EmbeddingDefect)
+CHAT_DEFECTS: tuple[str, ...] = get_args(ChatDefect)
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
 TOOL_NAME = "lookup"

@@ -1,4 +1,4 @@
-"""Faults the loopback server can inject, and OpenAI-style error bodies.
+"""Faults the loopback server can inject.
 
 No I/O here: a `Fault` only describes what the server should do to one request.
 """
@@ -7,80 +7,24 @@ from __future__ import annotations
 
 import datetime as _dt
 import email.utils
-import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
+
+from ._defects import CHAT_DEFECTS, EMBEDDING_DEFECTS, ChatDefect, EmbeddingDefect
+from ._reply import default_error, error_body, header_block
+
+__all__ = ["DEFAULT_RANDOM_FAULTS", "Fault", "FaultKind", "check_seconds"]
 
 FaultKind = Literal["respond", "latency", "hang", "drip", "reset", "stall", "slow_chunks", "alter"]
-EmbeddingDefect = Literal[
-    "missing",
-    "index_negative",
-    "index_too_large",
-    "duplicate_index",
-    "empty_vector",
-    "short_vector",
-    "nan",
-    "infinity",
-    "reversed",
-]
-ChatDefect = Literal[
-    "empty", "content_filter", "refusal", "tool_calls", "no_choices", "missing_choices"
-]
-EMBEDDING_DEFECTS: tuple[str, ...] = get_args(EmbeddingDefect)
-CHAT_DEFECTS: tuple[str, ...] = get_args(ChatDefect)
-
-# Default `type`, `code` and message per status, as OpenAI's API sends them.
-_STATUS_DEFAULTS: dict[int, tuple[str, str | None, str]] = {
-    400: ("invalid_request_error", None, "Invalid request."),
-    401: (
-        "authentication_error",
-        "invalid_api_key",
-        "Incorrect API key provided. You can find your API key at "
-        "https://platform.openai.com/account/api-keys.",
-    ),
-    403: ("permission_error", None, "You are not allowed to sample from this model."),
-    404: (
-        "not_found_error",
-        "model_not_found",
-        "The model does not exist or you do not have access to it.",
-    ),
-    408: ("timeout_error", None, "Request timed out."),
-    409: ("conflict_error", None, "The request conflicts with the current state of the resource."),
-    422: ("invalid_request_error", None, "Unprocessable entity."),
-    429: (
-        "requests",
-        "rate_limit_exceeded",
-        "Rate limit reached for requests. Please try again later.",
-    ),
-    500: (
-        "server_error",
-        None,
-        "The server had an error while processing your request. Sorry about that!",
-    ),
-    502: ("server_error", None, "Bad gateway."),
-    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
-    504: ("server_error", None, "Gateway timeout."),
-}
 
 
-def error_body(
-    message: str, error_type: str, code: str | None = None, param: str | None = None
-) -> bytes:
-    """Encode an error the way OpenAI's API does (`ErrorResponse` in its OpenAPI description)."""
-    payload = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-    return json.dumps(payload).encode()
-
-
-def header_block(headers: Iterable[tuple[str, str]]) -> bytes:
-    """Encode header lines, refusing what would break the framing of the response."""
-    lines = []
-    for name, value in headers:
-        if not name or any(c in name for c in "\r\n: \t") or "\r" in value or "\n" in value:
-            raise ValueError(f"invalid header {name!r}: {value!r}")
-        lines.append(f"{name}: {value}\r\n")
-    return "".join(lines).encode("latin-1")
+def check_seconds(name: str, value: float) -> float:
+    """`value` as a float, or a `ValueError` naming `name` if it is negative or not finite."""
+    if value < 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return float(value)
 
 
 def _check_chunks(count: int | None) -> None:
@@ -89,9 +33,8 @@ def _check_chunks(count: int | None) -> None:
 
 
 def _format_seconds(value: float) -> str:
-    if value < 0 or not math.isfinite(value):
-        raise ValueError(f"retry delays must be finite and >= 0, got {value!r}")
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+    seconds = check_seconds("retry delays", value)
+    return str(int(seconds)) if seconds.is_integer() else repr(seconds)
 
 
 def _http_date(when: _dt.datetime) -> str:
@@ -181,9 +124,7 @@ class Fault:
             raise ValueError(f"Fault.status needs an error status (400-599), got {code}")
         if retry_after is not None and retry_after_date is not None:
             raise ValueError("pass retry_after or retry_after_date, not both")
-        default_type, default_code, default_message = _STATUS_DEFAULTS.get(
-            code, ("server_error" if code >= 500 else "invalid_request_error", None, "Error.")
-        )
+        default_type, default_code, default_message = default_error(code)
         extra: list[tuple[str, str]] = []
         if retry_after is not None:
             extra.append(("retry-after", _format_seconds(retry_after)))
@@ -216,23 +157,13 @@ class Fault:
         Returns:
             The fault, named ``insufficient_quota``.
         """
-        fault = cls.status(
-            429,
-            error_type="insufficient_quota",
-            error_code="insufficient_quota",
-            message=(
-                "You exceeded your current quota, please check your plan and billing details. "
-                "For more information on this error, read the docs: "
-                "https://platform.openai.com/docs/guides/error-codes/api-errors."
-            ),
+        message = (
+            "You exceeded your current quota, please check your plan and billing details. "
+            "For more information on this error, read the docs: "
+            "https://platform.openai.com/docs/guides/error-codes/api-errors."
         )
-        return cls(
-            name="insufficient_quota",
-            kind="respond",
-            status_code=429,
-            headers=fault.headers,
-            body=fault.body,
-        )
+        body = error_body(message, "insufficient_quota", "insufficient_quota")
+        return cls._canned("insufficient_quota", 429, "application/json", body)
 
     @classmethod
     def latency(cls, seconds: float) -> Fault:
@@ -244,9 +175,7 @@ class Fault:
         Returns:
             The fault, named ``latency``.
         """
-        if seconds < 0 or not math.isfinite(seconds):
-            raise ValueError(f"latency must be finite and >= 0, got {seconds!r}")
-        return cls(name="latency", kind="latency", seconds=float(seconds))
+        return cls(name="latency", kind="latency", seconds=check_seconds("latency", seconds))
 
     @classmethod
     def hang(cls) -> Fault:
@@ -269,9 +198,7 @@ class Fault:
         Returns:
             The fault, named ``drip``.
         """
-        if interval < 0 or not math.isfinite(interval):
-            raise ValueError(f"interval must be finite and >= 0, got {interval!r}")
-        return cls(name="drip", kind="drip", seconds=float(interval))
+        return cls(name="drip", kind="drip", seconds=check_seconds("interval", interval))
 
     @classmethod
     def reset(cls, after_bytes: int = 0, *, after_chunks: int | None = None) -> Fault:
@@ -329,9 +256,8 @@ class Fault:
         Raises:
             ValueError: For a negative or infinite interval.
         """
-        if interval < 0 or not math.isfinite(interval):
-            raise ValueError(f"interval must be finite and >= 0, got {interval!r}")
-        return cls(name="slow_chunks", kind="slow_chunks", seconds=float(interval))
+        seconds = check_seconds("interval", interval)
+        return cls(name="slow_chunks", kind="slow_chunks", seconds=seconds)
 
     @classmethod
     def embeddings(cls, defect: EmbeddingDefect, *, at: int = -1) -> Fault:
@@ -364,9 +290,7 @@ class Fault:
         Raises:
             ValueError: For an unknown defect.
         """
-        if defect not in EMBEDDING_DEFECTS:
-            raise ValueError(f"unknown embeddings defect {defect!r}; one of {EMBEDDING_DEFECTS}")
-        return cls(name=f"embeddings_{defect}", kind="alter", defect=defect, at=at)
+        return cls._altered("embeddings", defect, EMBEDDING_DEFECTS, at)
 
     @classmethod
     def chat(cls, defect: ChatDefect) -> Fault:
@@ -389,9 +313,14 @@ class Fault:
         Raises:
             ValueError: For an unknown defect.
         """
-        if defect not in CHAT_DEFECTS:
-            raise ValueError(f"unknown chat defect {defect!r}; one of {CHAT_DEFECTS}")
-        return cls(name=f"chat_{defect}", kind="alter", defect=defect)
+        return cls._altered("chat", defect, CHAT_DEFECTS)
+
+    @classmethod
+    def _altered(cls, answer: str, defect: str, known: tuple[str, ...], at: int = -1) -> Fault:
+        """The normal `answer` (``embeddings`` or ``chat``) with `defect`, one of `known`."""
+        if defect not in known:
+            raise ValueError(f"unknown {answer} defect {defect!r}; one of {known}")
+        return cls(name=f"{answer}_{defect}", kind="alter", defect=defect, at=at)
 
     @classmethod
     def error_in_body(
@@ -414,13 +343,8 @@ class Fault:
         Returns:
             The fault, named ``error_in_body``.
         """
-        return cls(
-            name="error_in_body",
-            kind="respond",
-            status_code=200,
-            headers=(("content-type", "application/json"),),
-            body=error_body(message, error_type, error_code),
-        )
+        body = error_body(message, error_type, error_code)
+        return cls._canned("error_in_body", 200, "application/json", body)
 
     @classmethod
     def malformed_json(cls) -> Fault:
@@ -429,13 +353,8 @@ class Fault:
         Returns:
             The fault, named ``malformed_json``.
         """
-        return cls(
-            name="malformed_json",
-            kind="respond",
-            status_code=200,
-            headers=(("content-type", "application/json"),),
-            body=b'{"object": "list", "data": [{"object": "embedding", "embedding": [0.1',
-        )
+        body = b'{"object": "list", "data": [{"object": "embedding", "embedding": [0.1'
+        return cls._canned("malformed_json", 200, "application/json", body)
 
     @classmethod
     def html(cls, status: int = 200) -> Fault:
@@ -451,13 +370,13 @@ class Fault:
             b"<!DOCTYPE html>\n<html><head><title>Gateway</title></head>"
             b"<body><h1>Something went wrong</h1><p>Please try again later.</p></body></html>\n"
         )
-        return cls(
-            name="html",
-            kind="respond",
-            status_code=status,
-            headers=(("content-type", "text/html; charset=utf-8"),),
-            body=body,
-        )
+        return cls._canned("html", status, "text/html; charset=utf-8", body)
+
+    @classmethod
+    def _canned(cls, name: str, status: int, content_type: str, body: bytes) -> Fault:
+        """A canned response of one content type, in place of the normal answer."""
+        headers = (("content-type", content_type),)
+        return cls(name=name, kind="respond", status_code=status, headers=headers, body=body)
 
 
 DEFAULT_RANDOM_FAULTS: tuple[Fault, ...] = (

@@ -33,14 +33,16 @@ Sources of the wordings (status, body):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
 from ._reply import JSON_HEADERS, Reply, error_reply
 
-__all__ = ["SIZE_LIMIT_STYLES", "SizeLimits", "SizeLimitStyle"]
+__all__ = ["SIZE_LIMIT_STYLES", "SizeLimit", "SizeLimitStyle", "SizeLimits", "context_refusal"]
 
 SizeLimitStyle = Literal["openai", "azure", "tei", "vllm", "litellm"]
+SizeLimit = Literal["inputs", "bytes", "input_tokens"]
 SIZE_LIMIT_STYLES: tuple[str, ...] = get_args(SizeLimitStyle)
 
 # Which limits each style's server enforces itself.
@@ -51,7 +53,7 @@ _SUPPORTED: dict[str, frozenset[str]] = {
     "vllm": frozenset({"input_tokens"}),
     "litellm": frozenset({"bytes"}),
 }
-_OPTION = {
+_OPTION: dict[str, str] = {
     "inputs": "max_inputs_per_request",
     "bytes": "max_request_bytes",
     "input_tokens": "max_input_tokens",
@@ -103,81 +105,65 @@ class SizeLimits:
                     f"{served}"
                 )
 
-    def check_bytes(self, size: int) -> Reply | None:
-        """Refuse a body larger than `max_request_bytes`.
+    def check(self, limit: SizeLimit, value: int) -> Reply | None:
+        """Refuse what is over one of the limits, in `style`'s words.
 
         Args:
-            size: Body size in bytes.
+            limit: Which: ``"bytes"`` (a body's size, against `max_request_bytes`),
+                ``"inputs"`` (an embeddings request's inputs, against
+                `max_inputs_per_request`) or ``"input_tokens"`` (one embedding input's
+                tokens, against `max_input_tokens`).
+            value: The size, count or tokens.
 
         Returns:
-            The refusal, or None when the body fits.
+            The refusal, or None when the value fits (or that limit is not set).
         """
-        limit = self.max_request_bytes
-        if limit is None or size <= limit:
+        bound: int | None = getattr(self, _OPTION[limit])
+        if bound is None or value <= bound:
             return None
-        if self.style == "tei":
-            return Reply(
-                413,
-                b"content-type: text/plain; charset=utf-8\r\n",
-                b"Failed to buffer the request body: length limit exceeded",
-            )
-        if self.style == "litellm":
-            message = (
-                f"Request size is too large. Request size is {size / 1024 / 1024} MB. "
-                f"Max size is {limit / 1024 / 1024} MB"
-            )
-            error = {
-                "message": message,
-                "type": "bad_request_error",
-                "param": "content-length",
-                "code": 400,
-            }
-            return Reply(400, JSON_HEADERS, json.dumps({"error": error}).encode())
-        return error_reply(
-            413, f"Request body too large: {size} bytes, at most {limit}.", "invalid_request_error"
+        return _REFUSALS[limit](bound, value, self.style)
+
+
+def _bytes_refusal(limit: int, size: int, style: str) -> Reply:
+    if style == "tei":
+        return Reply(
+            413,
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"Failed to buffer the request body: length limit exceeded",
         )
+    if style == "litellm":
+        message = (
+            f"Request size is too large. Request size is {size / 1024 / 1024} MB. "
+            f"Max size is {limit / 1024 / 1024} MB"
+        )
+        error = {
+            "message": message,
+            "type": "bad_request_error",
+            "param": "content-length",
+            "code": 400,
+        }
+        return Reply(400, JSON_HEADERS, json.dumps({"error": error}).encode())
+    return error_reply(
+        413, f"Request body too large: {size} bytes, at most {limit}.", "invalid_request_error"
+    )
 
-    def check_inputs(self, count: int) -> Reply | None:
-        """Refuse an embeddings request with more than `max_inputs_per_request` inputs.
 
-        Args:
-            count: Inputs in the request.
-
-        Returns:
-            The refusal, or None when the count fits.
-        """
-        limit = self.max_inputs_per_request
-        if limit is None or count <= limit:
-            return None
-        if self.style == "tei":
-            return _tei(f"batch size {count} > maximum allowed batch size {limit}")
-        if self.style == "azure":
-            return error_reply(
-                400,
-                f"Too many inputs. The max number of inputs is {limit}.  We hope to increase the "
-                "number of inputs per request soon. Please contact us through an Azure support "
-                "request at: https://go.microsoft.com/fwlink/?linkid=2213926 for further "
-                "questions.",
-            )
+def _inputs_refusal(limit: int, count: int, style: str) -> Reply:
+    if style == "tei":
+        return _tei(f"batch size {count} > maximum allowed batch size {limit}")
+    if style == "azure":
         return error_reply(
             400,
-            "'$.input' is invalid. Please check the API reference: "
-            "https://platform.openai.com/docs/api-reference.",
+            f"Too many inputs. The max number of inputs is {limit}.  We hope to increase the "
+            "number of inputs per request soon. Please contact us through an Azure support "
+            "request at: https://go.microsoft.com/fwlink/?linkid=2213926 for further "
+            "questions.",
         )
-
-    def check_input_tokens(self, tokens: int) -> Reply | None:
-        """Refuse an embedding input longer than `max_input_tokens`.
-
-        Args:
-            tokens: Tokens in the input.
-
-        Returns:
-            The refusal, or None when the input fits.
-        """
-        limit = self.max_input_tokens
-        if limit is None or tokens <= limit:
-            return None
-        return context_refusal(limit, tokens, self.style)
+    return error_reply(
+        400,
+        "'$.input' is invalid. Please check the API reference: "
+        "https://platform.openai.com/docs/api-reference.",
+    )
 
 
 def context_refusal(limit: int, tokens: int, style: str = "openai") -> Reply:
@@ -207,3 +193,10 @@ def context_refusal(limit: int, tokens: int, style: str = "openai") -> Reply:
         f"tokens ({tokens} in your prompt; 0 for the completion). Please reduce your prompt; or "
         "completion length.",
     )
+
+
+_REFUSALS: dict[str, Callable[[int, int, str], Reply]] = {
+    "bytes": _bytes_refusal,
+    "inputs": _inputs_refusal,
+    "input_tokens": context_refusal,
+}

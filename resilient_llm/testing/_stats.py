@@ -158,6 +158,28 @@ class ServerStats:
             self.prompt_tokens += prompt_tokens
 
 
+class RequestLog:
+    """The server's `RequestRecord`s, in the order requests finished: appended by its loop, read
+    and cleared from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: list[RequestRecord] = []
+
+    def append(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._records.append(record)
+
+    def records(self) -> list[RequestRecord]:
+        """A copy of the log."""
+        with self._lock:
+            return list(self._records)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records = []
+
+
 def max_in_window(events: Iterable[tuple[float, int]], seconds: float) -> int:
     """The largest total weight of events that fit in any window of `seconds`.
 

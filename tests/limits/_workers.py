@@ -30,7 +30,7 @@ def process_context() -> multiprocessing.context.BaseContext:
 
 def tokens_of(text: str) -> int:
     """What the loopback server bills for a text (four characters a token)."""
-    from resilient_llm.testing._api import estimate_tokens
+    from resilient_llm.testing._request import estimate_tokens
 
     return estimate_tokens(text)
 
