@@ -147,26 +147,31 @@ def _build_route(official: Any, path: str) -> JsonRoute | None:
         return None
     configured = {**official.auth_headers, **official.default_headers}
     names = {key.lower() for key in configured}
-    if (
-        "Authorization" not in configured
-        or len(names) < len(configured)
-        or any(isinstance(value, openai.Omit) for value in configured.values())
-    ):
-        # No key (the SDK raises its own error about it), a header set twice in different
-        # cases, or one removed with `Omit`: the SDK's major versions merge these differently,
-        # so let the SDK build the request.
+    if len(names) < len(configured):
+        # A header set twice in different cases: the SDK's major versions merge these
+        # differently (3.x case-insensitively), so let the SDK build the request.
         return None
-    # Header names as the SDK sends them: openai 2.x keeps their case, 3.x lower-cases them.
-    pairs = [
-        (key.lower() if _SDK_LOWERCASES_HEADERS else key, str(value))
-        for key, value in configured.items()
-    ]
-    if "x-stainless-retry-count" not in names:
-        pairs.append(("x-stainless-retry-count", "0"))
+    # `Omit` removes a header, as in the SDK (the organization and project are `Omit` when unset).
+    kept = {key: value for key, value in configured.items() if not isinstance(value, openai.Omit)}
+    if "Authorization" not in kept:
+        return None  # no key: the SDK raises its own error about it
+    # Built as the SDK builds them: names lower-cased by openai 3.x (2.x keeps their case), then
+    # the retry count and read timeout set over any default of the same name.
+    headers = httpx.Headers(
+        [
+            (key.lower() if _SDK_LOWERCASES_HEADERS else key, str(value))
+            for key, value in kept.items()
+        ]
+    )
+    headers["x-stainless-retry-count"] = "0"
     timeout = official.timeout
     read = timeout.read if isinstance(timeout, httpx.Timeout) else timeout
-    if read is not None and "x-stainless-read-timeout" not in names:
-        pairs.append(("x-stainless-read-timeout", str(read)))
+    if read is not None:
+        headers["x-stainless-read-timeout"] = str(read)
+    pairs = [
+        (name.decode(headers.encoding), value.decode(headers.encoding))
+        for name, value in headers.raw
+    ]
     base = official.base_url
     http = official._client
     merged: httpx.Headers | None = None

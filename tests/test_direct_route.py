@@ -359,3 +359,24 @@ def test_official_clients_of_finished_threads_are_collected() -> None:
         alive = [ref for ref in officials if ref() is not None]
     assert len(officials) == 10
     assert not alive, f"{len(alive)} of 10 official clients outlived their threads"
+
+
+def test_a_plain_client_takes_the_direct_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No organization or project: the SDK keeps their headers as `Omit`, which must not send
+    # the library's own clients down the SDK's slower road.
+    posts: list[str] = []
+    original = openai.OpenAI.post
+
+    def counting_post(self: Any, path: str, *args: Any, **kwargs: Any) -> Any:
+        posts.append(path)
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(openai.OpenAI, "post", counting_post)
+    with (
+        MockOpenAIServer() as server,
+        ResilientClient(api_key=TEST_KEY, base_url=server.base_url, retry=ONCE) as client,
+    ):
+        assert len(client.embed(TEXTS)) == len(TEXTS)
+        client.embed_batch(TEXTS, batch_size=1)
+    assert posts == []
+    assert len(server.requests) == 3
