@@ -145,7 +145,10 @@ def _build_route(official: Any, path: str) -> JsonRoute | None:
     status_error = getattr(official, "_make_status_error_from_response", None)
     if status_error is None or official.default_query:
         return None
-    configured = {**official.auth_headers, **official.default_headers}
+    # In the SDK's order: its defaults hold the auth headers, where they sit in each version.
+    configured = dict(official.default_headers)
+    if "Authorization" not in configured:
+        configured = {**official.auth_headers, **configured}
     names = {key.lower() for key in configured}
     if len(names) < len(configured):
         # A header set twice in different cases: the SDK's major versions merge these

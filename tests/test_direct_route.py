@@ -324,7 +324,17 @@ def test_default_headers_are_merged_as_the_sdk_merges_them(headers: dict[str, An
     assert first == second
 
 
+def _outcome(call: Callable[[], Any]) -> tuple[type[BaseException], str] | None:
+    try:
+        call()
+    except Exception as error:
+        return type(error), str(error)
+    return None
+
+
 def test_an_omitted_authorization_fails_as_the_sdk_fails() -> None:
+    # openai 3.x refuses to send without a key (TypeError); early 2.x sends without one. Either
+    # way embeddings (the direct road's endpoint) must do what chat (the SDK's road) does.
     with MockOpenAIServer() as server:
         own = ResilientClient(
             api_key=TEST_KEY,
@@ -333,11 +343,11 @@ def test_an_omitted_authorization_fails_as_the_sdk_fails() -> None:
             retry=ONCE,
         )
         with own:
-            error = _failure(lambda: own.embed(TEXTS))
-            chat_error = _failure(lambda: own.chat([{"role": "user", "content": "hi"}]))
-    assert type(error) is type(chat_error) is TypeError
-    assert str(error) == str(chat_error)
-    assert not server.requests, "a request went out without the key"
+            embedded = _outcome(lambda: own.embed(TEXTS))
+            chatted = _outcome(lambda: own.chat([{"role": "user", "content": "hi"}]))
+    assert embedded == chatted
+    if embedded is not None:
+        assert not server.requests, "a request went out without the key"
 
 
 def test_official_clients_of_finished_threads_are_collected() -> None:
