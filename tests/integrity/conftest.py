@@ -7,40 +7,11 @@ Tests marked ``slow`` (full-size variants) run only with ``--run-slow`` or with
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from resilient_llm.testing import MockOpenAIServer
-
-FULL_ENV = "RESILIENT_LLM_FULL"
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    # tests/reliability declares the same switch; whichever conftest loads second keeps it.
-    with contextlib.suppress(ValueError):
-        parser.addoption(
-            "--run-slow",
-            action="store_true",
-            default=False,
-            help="run tests marked slow; or set RESILIENT_LLM_FULL=1",
-        )
-
-
-def _full(config: pytest.Config) -> bool:
-    return bool(config.getoption("--run-slow", default=False)) or os.environ.get(FULL_ENV) == "1"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _full(config):
-        return
-    skip = pytest.mark.skip(reason=f"slow: needs --run-slow or {FULL_ENV}=1")
-    here = os.path.dirname(__file__)
-    for item in items:
-        if "slow" in item.keywords and str(item.path).startswith(here):
-            item.add_marker(skip)
 
 
 @pytest.fixture

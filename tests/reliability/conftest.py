@@ -16,8 +16,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,34 +23,8 @@ import pytest
 
 from resilient_llm.testing import MockOpenAIServer
 
+from ..conftest import full_run
 from ._support import HAS_PROC, resources, settle_resources
-
-FULL_ENV = "RESILIENT_LLM_FULL"
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    # tests/integrity declares the same switch; whichever conftest loads second keeps it.
-    with contextlib.suppress(ValueError):
-        parser.addoption(
-            "--run-slow",
-            action="store_true",
-            default=False,
-            help="run tests marked slow (full-size soak and outage); or set RESILIENT_LLM_FULL=1",
-        )
-
-
-def full_run(config: pytest.Config) -> bool:
-    # getoption with a default: this conftest may be loaded too late to add the option.
-    return bool(config.getoption("--run-slow", default=False)) or os.environ.get(FULL_ENV) == "1"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if full_run(config):
-        return
-    skip = pytest.mark.skip(reason=f"slow: needs --run-slow or {FULL_ENV}=1")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
 
 
 @pytest.fixture
