@@ -6,8 +6,8 @@ from resilient_llm.integrations.pandas import collect_stats, embed_frame
 
 with ResilientClient() as client:
     out = embed_frame(df, client, column="text", dimensions=256)
-print(out[["embedding", "error_type", "error_message"]])
-print(collect_stats(out).summary())
+failed = out[out["error_type"].notna()]   # the rows that failed, and why
+stats = collect_stats(out)                 # one account: stats.summary()
 ```
 
 The same functions serve Dask (``ddf.map_partitions``) and Spark (``df.mapInPandas``): see the

@@ -6,7 +6,7 @@ from resilient_llm.integrations.ray import collect_stats, embed_dataset
 
 ds = ray.data.read_parquet("s3://bucket/chunks/")
 out = embed_dataset(ds, column="text", actors=4, requests_per_minute=3_000).materialize()
-print(collect_stats(out).summary())          # one account of the whole job
+stats = collect_stats(out)   # one account of the whole job: stats.summary(), stats.failed
 out.filter(lambda row: row["error_type"] is not None).show()   # the rows that failed, and why
 ```
 
