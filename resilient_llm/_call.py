@@ -19,7 +19,7 @@ import tenacity
 
 from ._config import RetryPolicy
 from ._exceptions import DeadlineExceeded
-from ._messages import seconds
+from ._messages import connection_cause, seconds
 from ._records import CallDetails, CallSink, RetryDetails, StatsCounter
 from ._retry import Action, AttemptDeadline, Decision, classify, decide
 
@@ -330,7 +330,9 @@ class CallState:
             request = getattr(exc, "request", None)
             url = getattr(request, "url", None)
             if url is not None:
-                add_note(exc, f"resilient_llm: the request went to {url}")
+                cause = connection_cause(exc)
+                because = f"; cause: {cause}" if cause else ""
+                add_note(exc, f"resilient_llm: the request went to {url}{because}")
         if attempts > 1 or (decision is not None and decision.classification.status == 429):
             add_note(
                 exc,

@@ -11,7 +11,15 @@ from collections.abc import Mapping
 
 from ._secrets import redact
 
-__all__ = ["describe", "duration", "error_message", "one_line", "seconds", "server_message"]
+__all__ = [
+    "connection_cause",
+    "describe",
+    "duration",
+    "error_message",
+    "one_line",
+    "seconds",
+    "server_message",
+]
 
 # A line a person reads whole; the rest of a long message is in the failures file or traceback.
 DEFAULT_LIMIT = 300
@@ -72,6 +80,40 @@ def error_message(error: BaseException) -> str:
     if isinstance(server_says, str) and server_says.strip():
         return redact(server_says)
     return redact(server_message(str(error), status))
+
+
+# What the HTTP package's connection errors mean when they carry no message (a reset on asyncio
+# is a bare ``ReadError``), by class name: the same in httpx, httpx2, httpcore and httpcore2.
+_SILENT_CAUSES = {
+    "ConnectError": "could not connect",
+    "ReadError": "the connection was closed or reset while the answer was read",
+    "WriteError": "the connection was closed or reset while the request was sent",
+    "RemoteProtocolError": "the server broke the HTTP protocol",
+    "LocalProtocolError": "the request broke the HTTP protocol",
+}
+
+
+def connection_cause(error: BaseException) -> str | None:
+    """Why a connection failed, from what ``error`` was raised from: the first cause in the chain
+    that says something (``ConnectError: [Errno 111] Connection refused``), else what the last
+    one means (``ReadError: the connection was closed or reset while the answer was read``).
+
+    ``openai.APIConnectionError`` says only "Connection error."; this is what a person needs.
+    """
+    chain: list[BaseException] = []
+    cause = error.__cause__ or error.__context__
+    while cause is not None and cause not in chain and len(chain) < 10:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for cause in chain:
+        text = " ".join(str(cause).split())
+        if text:
+            return _collapse(redact(f"{type(cause).__name__}: {text}"), DEFAULT_LIMIT)
+    if not chain:
+        return None
+    name = type(chain[-1]).__name__
+    meaning = _SILENT_CAUSES.get(name)
+    return f"{name}: {meaning}" if meaning else name
 
 
 def server_message(text: str, status: int) -> str:

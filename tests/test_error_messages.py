@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 
 import openai
 import pytest
@@ -71,3 +72,36 @@ def test_a_local_server_needs_no_key(
     # OpenAI's own URL still needs one, as openai.OpenAI says.
     with pytest.raises(openai.OpenAIError, match="api_key"):
         ResilientClient()
+
+
+@pytest.mark.parametrize("after_bytes", [0, 20], ids=["before-the-answer", "mid-answer"])
+def test_a_connection_error_says_what_broke_and_where(
+    server: MockOpenAIServer, after_bytes: int
+) -> None:
+    """openai says only "Connection error."; the note names the URL and what the HTTP package
+    saw (a reset reaches asyncio and httpx as a bare ``ReadError`` with no message)."""
+    for _ in range(2):
+        server.script(Fault.reset(after_bytes=after_bytes))
+    policy = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.01)
+    client = ResilientClient(api_key=TEST_KEY, base_url=server.base_url, retry=policy)
+    with client, pytest.raises(openai.APIConnectionError) as caught:
+        client.embed("hello")
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    assert f"the request went to {server.base_url}/embeddings; cause: " in notes
+    cause = notes.split("; cause: ", 1)[1].splitlines()[0]
+    assert re.search(r"reset|closed|disconnect|protocol", cause, re.IGNORECASE), cause
+    assert server.stats.requests_by_path.get("/v1/embeddings") == 2
+
+
+def test_a_refused_connection_says_so() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    policy = RetryPolicy(max_attempts=1)
+    url = f"http://127.0.0.1:{port}/v1"
+    client = ResilientClient(api_key=TEST_KEY, base_url=url, retry=policy)
+    with client, pytest.raises(openai.APIConnectionError) as caught:
+        client.embed("hello")
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    assert f"the request went to {url}/embeddings; cause: ConnectError: " in notes
+    assert re.search(r"refused", notes, re.IGNORECASE), notes

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import errno
+import itertools
 
 import pytest
 
 from resilient_llm import DeadlineExceeded, InvalidInput, ServerUnreachable
+from resilient_llm._http import httpx
 from resilient_llm._messages import (
+    connection_cause,
     describe,
     duration,
     error_message,
@@ -141,3 +144,38 @@ def test_server_message(text: str, said: str | None) -> None:
     assert server_message(text, 401) == expected
     line = one_line("AuthenticationError", text, status=401)
     assert line == f"AuthenticationError (HTTP 401): {expected}".removesuffix(": ")
+
+
+def _raised_from(*chain: BaseException) -> BaseException:
+    """The first of ``chain``, raised from the second, raised from the third..."""
+    for outer, inner in itertools.pairwise(chain):
+        outer.__cause__ = inner
+    return chain[0]
+
+
+def test_a_connection_cause_is_the_first_cause_that_says_something() -> None:
+    error = _raised_from(
+        connection_error(),
+        httpx.ConnectError(""),
+        ConnectionRefusedError(111, "Connection refused"),
+    )
+    assert connection_cause(error) == "ConnectionRefusedError: [Errno 111] Connection refused"
+
+
+def test_a_silent_read_error_is_explained() -> None:
+    error = _raised_from(connection_error(), httpx.ReadError(""))
+    assert connection_cause(error) == (
+        "ReadError: the connection was closed or reset while the answer was read"
+    )
+
+
+def test_a_connection_cause_masks_keys_and_may_be_absent() -> None:
+    register("sk-proj-abcdefghijklmnop0123456789")
+    error = _raised_from(
+        connection_error(), httpx.ConnectError("proxy refused sk-proj-abcdefghijklmnop0123456789")
+    )
+    cause = connection_cause(error)
+    assert cause is not None
+    assert cause.startswith("ConnectError: proxy refused ")
+    assert "abcdefghijklmnop0123456789" not in cause
+    assert connection_cause(connection_error()) is None

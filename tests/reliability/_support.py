@@ -309,6 +309,27 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _read_request(conn: socket.socket) -> None:
+    """Read one HTTP request (headers and a `Content-Length` body) off `conn`."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        body += chunk
+
+
 class GarbageServer:
     """A TCP server that answers every connection with bytes that are not HTTP, then closes."""
 
@@ -336,8 +357,13 @@ class GarbageServer:
             with conn:
                 conn.settimeout(1.0)
                 try:
-                    conn.recv(65536)
+                    _read_request(conn)
                     conn.sendall(self.REPLY)
+                    # Closing with request bytes still unread would send a reset instead of
+                    # the reply, and the client would see a bare read error, not bad bytes.
+                    conn.shutdown(socket.SHUT_WR)
+                    while conn.recv(65536):
+                        pass
                 except OSError:
                     pass
 
