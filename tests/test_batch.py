@@ -355,15 +355,14 @@ def test_sync_map_keeps_order_and_records_exceptions() -> None:
 
 @pytest.mark.anyio
 async def test_async_map_runs_a_real_pipeline_without_stalling_the_loop() -> None:
-    worst_stall = 0.0
+    stalls: list[float] = []
     done = anyio.Event()
 
     async def heartbeat() -> None:
-        nonlocal worst_stall
         while not done.is_set():
             before = anyio.current_time()
             await anyio.sleep(0.01)
-            worst_stall = max(worst_stall, anyio.current_time() - before - 0.01)
+            stalls.append(anyio.current_time() - before - 0.01)
 
     # The heap of a whole test session makes full garbage collections slow; what is measured
     # here is the library's own blocking, so park that heap out of the collector's way.
@@ -386,7 +385,12 @@ async def test_async_map_runs_a_real_pipeline_without_stalling_the_loop() -> Non
             assert server.stats.peak_in_flight <= 20
     finally:
         gc.unfreeze()
-    assert worst_stall < 0.1
+    # A library that blocks the loop per item stalls most beats; a CPU shared with other test
+    # runs delays a rare one. So: nearly every beat on time, and no beat held for long.
+    stalls.sort()
+    assert len(stalls) >= 10, stalls
+    assert stalls[int(len(stalls) * 0.95)] < 0.03, stalls[-10:]
+    assert stalls[-1] < 0.5, stalls[-10:]
 
 
 @pytest.mark.anyio

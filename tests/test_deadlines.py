@@ -73,7 +73,7 @@ def test_retry_after_longer_than_the_budget_left_fails_at_once(server: MockOpenA
         started = time.monotonic()
         with pytest.raises(DeadlineExceeded) as caught:
             client.embed("hello")
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 1.0  # not the 10 s asked, nor the deadline
     assert isinstance(caught.value.__cause__, openai.RateLimitError)
     # The message itself says why, in figures rounded for people (issue 19).
     message = str(caught.value)
@@ -91,7 +91,7 @@ async def test_async_retry_after_longer_than_the_budget_left_fails_at_once(
         started = time.monotonic()
         with pytest.raises(DeadlineExceeded):
             await client.embed("hello")
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 1.0  # not the 10 s asked, nor the deadline
 
 
 def test_per_call_deadline_overrides_the_client_default(server: MockOpenAIServer) -> None:

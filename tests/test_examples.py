@@ -96,7 +96,7 @@ def test_fastapi_self_check(tmp_path: Path) -> None:
 @pytest.mark.anyio
 async def test_fastapi_health_answers_fast_under_50_concurrent_requests() -> None:
     example = load_fastapi_example()
-    with MockOpenAIServer(latency=0.2) as server:
+    with MockOpenAIServer(latency=1.0) as server:
         app = example.create_app(base_url=server.base_url, api_key=TEST_KEY)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
@@ -122,11 +122,11 @@ async def test_fastapi_health_answers_fast_under_50_concurrent_requests() -> Non
                     pending = 50 - len(replies)
                 elapsed = time.perf_counter() - started
 
-    assert max(timings) < 0.1, timings
+    assert max(timings) < 0.3, timings  # an embed waits 1 s on the server
     assert pending > 0  # /health was measured while embeds were still in flight
     assert [reply.status_code for reply in replies] == [200] * 50
     assert all(len(reply.json()["embeddings"][0]) == 1536 for reply in replies)
-    assert elapsed < 5  # concurrent, not 50 x 200 ms one after the other
+    assert elapsed < 8  # concurrent, not 50 x 1 s one after the other
     assert server.stats.total_requests == 50
 
 

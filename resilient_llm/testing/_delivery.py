@@ -17,7 +17,8 @@ __all__ = ["Finish", "deliver"]
 
 
 class Finish(Protocol):
-    """Records how the request ended; called before the last byte goes out.
+    """Records how the request ended; called before the last byte a client needs goes out (of
+    a stream, before its last event: a client may stop there without reading the terminator).
 
     Args:
         status: The status answered, or None when no complete response went out.
@@ -72,10 +73,14 @@ async def deliver(
         return False
     if fault is not None and kind == "drip":
         data = wire.joined()
+        # Counted before the last byte a client reads: of a stream, its last event's first byte.
+        counted_at = len(data) - 1
+        if streamed and wire.chunks:
+            counted_at = len(data) - len(wire.tail) - len(wire.chunks[-1])
         for i in range(len(data)):
             if i:
                 await anyio.sleep(fault.seconds)
-            if i == len(data) - 1:
+            if i == counted_at:
                 finish(reply.status, reply.prompt_tokens, chunks=_count(wire, streamed))
             await send_all(sock, data[i : i + 1])
         return wire.keep_alive
@@ -92,8 +97,9 @@ async def deliver(
         interval = chunk_interval
     if interval:
         total = len(wire.chunks)
-        # Without a terminator the last chunk is the last byte: it is counted first.
-        last = total if wire.tail else max(0, total - 1)
+        # A client may stop at the last event (SSE's ``[DONE]``) without reading the chunked
+        # terminator, so the answer is counted before its last chunk goes out.
+        last = max(0, total - 1)
         delivered = await _send_paced(sock, wire, last, interval)
         complete = delivered == last
         if complete and last < total:
