@@ -454,8 +454,10 @@ async def test_async_batch_cancelled_from_outside_stops_at_once() -> None:
             with anyio.move_on_after(0.5):
                 await client.embed_batch(TEXTS, batch_size=10, max_concurrency=4)
             sent = server.stats.total_requests
-            await anyio.sleep(0.6)
-            assert server.stats.total_requests == sent
+            await anyio.sleep(1.0)
+            # Requests already on the wire at the cancel may still arrive (at most one per
+            # slot); a batch still sending would add a dozen in this second.
+            assert server.stats.total_requests <= sent + 4
 
 
 def test_batch_failed_names_the_first_failure() -> None:

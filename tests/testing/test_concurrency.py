@@ -24,7 +24,8 @@ BODY = json.dumps({"input": "hi", "model": EMBED, "dimensions": 4}).encode()
 def test_peak_in_flight_with_threads(
     make_client: ClientFactory, mock_openai_factory: ServerFactory
 ) -> None:
-    server = mock_openai_factory(latency=0.3)
+    # Long enough that every request arrives before the first is answered, on a shared CPU too.
+    server = mock_openai_factory(latency=1.0)
     n = 12
     clients = [make_client(server) for _ in range(n)]
     barrier = threading.Barrier(n)
@@ -57,7 +58,7 @@ def test_peak_in_flight_with_threads(
 async def test_peak_in_flight_with_async_client(
     make_async_client: AsyncClientFactory, mock_openai_factory: ServerFactory
 ) -> None:
-    server = mock_openai_factory(latency=0.2)
+    server = mock_openai_factory(latency=0.5)
     async with make_async_client(server) as client:
 
         async def one() -> None:
@@ -180,7 +181,8 @@ async def _two_requests_on_one_connection(port: int, statuses: list[int]) -> Non
 async def test_holds_256_concurrent_keep_alive_connections(
     mock_openai_factory: ServerFactory,
 ) -> None:
-    server = mock_openai_factory(latency=0.3)
+    # 256 connects and parses share one GIL with the server: all must land within the latency.
+    server = mock_openai_factory(latency=1.5)
     statuses: list[int] = []
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:

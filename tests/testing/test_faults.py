@@ -180,30 +180,38 @@ def test_drip_sends_one_byte_per_interval(mock_openai: MockOpenAIServer) -> None
     interval = 0.05
     mock_openai.script(Fault.drip(interval))
     with _raw_exchange(mock_openai, GET_MODEL) as sock:
-        began = time.perf_counter()
+        began = last = time.perf_counter()
         received = b""
-        for _ in range(12):
-            chunk = sock.recv(100)
-            assert len(chunk) == 1  # one byte arrives at a time
+        sizes = []
+        while len(received) < 12:
+            chunk = sock.recv(12 - len(received))
+            now = time.perf_counter()
+            # One byte per interval: a reader that wakes late may find the bytes of the
+            # intervals it slept through, never more.
+            assert len(chunk) <= 1 + int((now - last) / interval), (len(chunk), now - last)
+            sizes.append(len(chunk))
             received += chunk
+            last = now
         elapsed = time.perf_counter() - began
     assert received == b"HTTP/1.1 200"
+    assert sizes.count(1) >= 6, sizes  # bytes arrive one at a time
     assert elapsed >= 11 * interval * 0.9
 
 
 def test_drip_keeps_the_client_read_timeout_from_firing(
     client: openai.OpenAI, mock_openai: MockOpenAIServer
 ) -> None:
-    interval = 0.005
+    interval = 0.01
     mock_openai.script(Fault.drip(interval))
     began = time.perf_counter()
-    # Every byte resets the read timeout, so a 0.2 s timeout never fires on a ~1 s response.
-    raw = client.models.with_raw_response.retrieve("m", timeout=0.2)
+    # Every byte resets the read timeout, so a 0.5 s timeout never fires on a ~1.5 s response.
+    raw = client.models.with_raw_response.retrieve("m", timeout=0.5)
     elapsed = time.perf_counter() - began
     model = raw.parse()
     assert model.id == "m"
     wire_bytes = len(raw.http_response.content) + 60  # body plus at least the status and headers
     assert elapsed >= wire_bytes * interval
+    assert elapsed > 0.5 * 2  # well past the read timeout: only the trickle kept it alive
     assert mock_openai.stats.faults_injected == {"drip": 1}
     assert mock_openai.requests[0].duration >= wire_bytes * interval * 0.9
 
