@@ -117,6 +117,9 @@ def run(job: Job, ready: Any, go: Any, results: Any) -> None:
                 outcome["sent"] += 1
             except openai.RateLimitError:
                 outcome["limited"] += 1
+                # The pause is stored before the error reaches us. CLOCK_MONOTONIC is one clock
+                # for every process of the machine, so the test can compare it with the server's.
+                outcome["limited_at"] = time.monotonic()
     except BaseException:
         outcome["error"] = traceback.format_exc()
     results.put(outcome)

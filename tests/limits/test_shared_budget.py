@@ -174,10 +174,12 @@ def test_a_429_seen_by_one_process_pauses_all_of_them(
     assert refused[0].fault == "status_429"
     assert sum(o["limited"] for o in outcomes) == 1
     answered = refused[0].started + refused[0].duration
-    others = [r.started - answered for r in records if r.status == 200]
-    # Requests booked before the pause still go (at most one per process, within a few
-    # intervals); then nobody sends until Retry-After has passed.
-    during = [t for t in others if 0 < t < 2.0]
+    # From the moment the process that met the 429 had stored the pause (how soon that is
+    # depends on the CPU, not on the library): requests booked before it still go, at most one
+    # per other process and within a few intervals; then nobody sends until Retry-After passed.
+    caught = next(o["limited_at"] for o in outcomes if o["limited"])
+    assert answered <= caught < answered + 1.0
+    during = [r.started - caught for r in records if caught < r.started < answered + 2.0]
     assert len(during) <= PROCESSES - 1, during
     assert all(t < 0.8 for t in during), during
     after = [r for r in records if r.started - answered >= 2.0 - 0.05]
