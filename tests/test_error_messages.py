@@ -105,3 +105,24 @@ def test_a_refused_connection_says_so() -> None:
     notes = "\n".join(getattr(caught.value, "__notes__", []))
     assert f"the request went to {url}/embeddings; cause: ConnectError: " in notes
     assert re.search(r"refused", notes, re.IGNORECASE), notes
+
+
+def test_a_batch_that_finds_nothing_listening_says_why() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    policy = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.01)
+    with ResilientClient(api_key=TEST_KEY, base_url=url, retry=policy) as client:
+        result = client.embed_batch([f"text {i}" for i in range(40)], batch_size=1)
+    assert result.stats.succeeded == 0
+    assert len(result.failures) == 40
+    assert result.stopped_by is not None
+    assert result.stopped_by.error_type == "ServerUnreachable"
+    # The same words as a single call's note: what the HTTP package saw, then the OS's reason.
+    assert url in result.stopped_by.message
+    assert re.search(
+        r"\((ConnectError|ConnectionRefusedError): .*refused",
+        result.stopped_by.message,
+        re.IGNORECASE,
+    ), result.stopped_by.message

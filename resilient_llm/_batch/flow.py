@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from .._exceptions import InvalidInput, ServerUnreachable
-from .._messages import describe
+from .._messages import connection_cause, describe
 from .._retry import Action, Decision, ends_batch, is_connect_failure
 from .accounting import BatchAccountant
 from .planning import PlannedRequest
@@ -205,8 +205,7 @@ class BatchState(Generic[T]):
             raise error
 
     def _unreachable(self, error: BaseException) -> ServerUnreachable:
-        cause = error.__cause__ or error.__context__
-        detail = describe(cause) if cause is not None else ""
+        detail = connection_cause(error) or ""
         return ServerUnreachable(
             self.base_url, attempts=self._connect_failures, detail=detail[:200]
         )

@@ -15,8 +15,9 @@ import anyio.to_thread
 import openai
 from openai import AsyncOpenAI
 
-from .._async_client import AsyncResilientClient
 from .._batch.results import BatchResult
+from .._closing import AsyncClosing
+from ._clients import AsyncJobClient
 from ._front import JobFront
 from ._internals import completion_text
 from ._job import JobCore, StatePath, chat_request, embeddings_request, summaries_request
@@ -47,7 +48,7 @@ async def _lookup(official: AsyncOpenAI, op: CreateBatch) -> Any:
             return found
 
 
-class AsyncBatchJob(JobFront[AsyncResilientClient]):
+class AsyncBatchJob(JobFront[AsyncJobClient]):
     """The async twin of `BatchJob`: the same job, driven by an `AsyncResilientClient`.
 
     Make one with ``await AsyncBatchJob.embeddings(...)``, ``chat``, ``summaries`` or
@@ -57,7 +58,8 @@ class AsyncBatchJob(JobFront[AsyncResilientClient]):
     """
 
     _name = "AsyncBatchJob"
-    _client_type = AsyncResilientClient
+    _client_name = "AsyncResilientClient"
+    _client_closing = AsyncClosing
     _twin = "BatchJob with a ResilientClient"
 
     # ------------------------------------------------------------------ making one
@@ -65,7 +67,7 @@ class AsyncBatchJob(JobFront[AsyncResilientClient]):
     @classmethod
     async def embeddings(
         cls,
-        client: AsyncResilientClient,
+        client: AsyncJobClient,
         texts: Iterable[object],
         *,
         state: StatePath,
@@ -83,7 +85,7 @@ class AsyncBatchJob(JobFront[AsyncResilientClient]):
     @classmethod
     async def chat(
         cls,
-        client: AsyncResilientClient,
+        client: AsyncJobClient,
         prompts: Iterable[str | Sequence[Any]],
         *,
         state: StatePath,
@@ -101,7 +103,7 @@ class AsyncBatchJob(JobFront[AsyncResilientClient]):
     @classmethod
     async def summaries(
         cls,
-        client: AsyncResilientClient,
+        client: AsyncJobClient,
         texts: Iterable[object],
         *,
         state: StatePath,
@@ -119,7 +121,7 @@ class AsyncBatchJob(JobFront[AsyncResilientClient]):
     @classmethod
     async def open(
         cls,
-        client: AsyncResilientClient,
+        client: AsyncJobClient,
         state: StatePath,
         *,
         options: BatchJobOptions | None = None,

@@ -12,7 +12,9 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 import openai
 
 from .._batch.results import BatchResult
+from .._closing import AsyncClosing, Closing
 from .._exceptions import DeadlineExceeded
+from ._clients import is_client
 from ._job import JobCore
 from ._ops import Program
 from ._progress import JobProgress
@@ -103,9 +105,11 @@ class JobFront(Generic[C]):
     and the programs its driver runs.
     """
 
-    #: The handle's name (in its repr), the client class it runs on, and the twin for the other.
+    #: The handle's name (in its repr), the client it runs on (its class name and how it
+    #: closes: the facades are not imported below them), and the twin for the other.
     _name: ClassVar[str]
-    _client_type: ClassVar[type[Any]]
+    _client_name: ClassVar[str]
+    _client_closing: ClassVar[type[Closing] | type[AsyncClosing]]
     _twin: ClassVar[str]
 
     def __init__(self, client: C, core: JobCore) -> None:
@@ -115,8 +119,8 @@ class JobFront(Generic[C]):
 
     @classmethod
     def _checked(cls, client: object) -> C:
-        expected = cls._client_type.__name__
-        if not isinstance(client, cls._client_type):
+        expected = cls._client_name
+        if not is_client(client, cls._client_closing):
             hint = f" (use {cls._twin})" if client is not None else ""
             article = "an" if expected[0] in "AEIOU" else "a"
             raise TypeError(

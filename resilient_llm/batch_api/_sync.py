@@ -14,7 +14,8 @@ import openai
 from openai import OpenAI
 
 from .._batch.results import BatchResult
-from .._client import ResilientClient
+from .._closing import Closing
+from ._clients import JobClient
 from ._front import JobFront
 from ._internals import completion_text
 from ._job import JobCore, StatePath, chat_request, embeddings_request, summaries_request
@@ -45,7 +46,7 @@ def _lookup(official: OpenAI, op: CreateBatch) -> Any:
             return found
 
 
-class BatchJob(JobFront[ResilientClient]):
+class BatchJob(JobFront[JobClient]):
     """A job over any number of inputs through OpenAI's Batch API, resumable after a crash.
 
     Half the price of live calls and its own rate pool, with the accounting of
@@ -67,7 +68,8 @@ class BatchJob(JobFront[ResilientClient]):
     """
 
     _name = "BatchJob"
-    _client_type = ResilientClient
+    _client_name = "ResilientClient"
+    _client_closing = Closing
     _twin = "AsyncBatchJob with an AsyncResilientClient"
 
     # ------------------------------------------------------------------ making one
@@ -75,7 +77,7 @@ class BatchJob(JobFront[ResilientClient]):
     @classmethod
     def embeddings(
         cls,
-        client: ResilientClient,
+        client: JobClient,
         texts: Iterable[object],
         *,
         state: StatePath,
@@ -108,7 +110,7 @@ class BatchJob(JobFront[ResilientClient]):
     @classmethod
     def chat(
         cls,
-        client: ResilientClient,
+        client: JobClient,
         prompts: Iterable[str | Sequence[Any]],
         *,
         state: StatePath,
@@ -135,7 +137,7 @@ class BatchJob(JobFront[ResilientClient]):
     @classmethod
     def summaries(
         cls,
-        client: ResilientClient,
+        client: JobClient,
         texts: Iterable[object],
         *,
         state: StatePath,
@@ -154,7 +156,7 @@ class BatchJob(JobFront[ResilientClient]):
 
     @classmethod
     def open(
-        cls, client: ResilientClient, state: StatePath, *, options: BatchJobOptions | None = None
+        cls, client: JobClient, state: StatePath, *, options: BatchJobOptions | None = None
     ) -> BatchJob:
         """Reopen the job saved in `state`, to collect, wait for or cancel it.
 
