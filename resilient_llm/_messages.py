@@ -95,8 +95,9 @@ _SILENT_CAUSES = {
 
 def connection_cause(error: BaseException) -> str | None:
     """Why a connection failed, from what ``error`` was raised from: the first cause in the chain
-    that says something (``ConnectError: [Errno 111] Connection refused``), else what the last
-    one means (``ReadError: the connection was closed or reset while the answer was read``).
+    that says something (``ConnectError: [Errno 111] Connection refused``), else what the first
+    one the HTTP package raised means (``ReadError: the connection was closed or reset while the
+    answer was read``), else the first one's name.
 
     ``openai.APIConnectionError`` says only "Connection error."; this is what a person needs.
     """
@@ -109,11 +110,11 @@ def connection_cause(error: BaseException) -> str | None:
         text = " ".join(str(cause).split())
         if text:
             return _collapse(redact(f"{type(cause).__name__}: {text}"), DEFAULT_LIMIT)
-    if not chain:
-        return None
-    name = type(chain[-1]).__name__
-    meaning = _SILENT_CAUSES.get(name)
-    return f"{name}: {meaning}" if meaning else name
+    for cause in chain:
+        meaning = _SILENT_CAUSES.get(type(cause).__name__)
+        if meaning:
+            return f"{type(cause).__name__}: {meaning}"
+    return type(chain[0]).__name__ if chain else None
 
 
 def server_message(text: str, status: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import itertools
 
+import anyio
 import pytest
 
 from resilient_llm import DeadlineExceeded, InvalidInput, ServerUnreachable
@@ -163,10 +164,14 @@ def test_a_connection_cause_is_the_first_cause_that_says_something() -> None:
 
 
 def test_a_silent_read_error_is_explained() -> None:
-    error = _raised_from(connection_error(), httpx.ReadError(""))
+    # As on asyncio: httpx's error from httpcore's, from anyio's, none of them with a message.
+    error = _raised_from(
+        connection_error(), httpx.ReadError(""), httpx.ReadError(""), anyio.BrokenResourceError()
+    )
     assert connection_cause(error) == (
         "ReadError: the connection was closed or reset while the answer was read"
     )
+    assert connection_cause(_raised_from(connection_error(), KeyError())) == "KeyError"
 
 
 def test_a_connection_cause_masks_keys_and_may_be_absent() -> None:
